@@ -1,0 +1,5 @@
+"""KubeStash, the Kubernetes-native backup and restore system, in Python."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,19 @@
+"""The ``kubestash`` command (also installed as the kubectl plugin ``kubectl-kubestash``)."""
+
+from __future__ import annotations
+
+import click
+
+from kubestash import __version__
+from kubestash.cli.crds import crds
+from kubestash.cli.validate import validate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kubestash")
+def main() -> None:
+    """KubeStash: Kubernetes-native backup and restore."""
+
+
+main.add_command(crds)
+main.add_command(validate)
