@@ -6,6 +6,7 @@ import click
 
 from kubestash import __version__
 from kubestash.cli.crds import crds
+from kubestash.cli.up import apiserver, up
 from kubestash.cli.validate import validate
 
 
@@ -17,3 +18,5 @@ def main() -> None:
 
 main.add_command(crds)
 main.add_command(validate)
+main.add_command(up)
+main.add_command(apiserver)

@@ -46,10 +46,13 @@ class FieldError:
     type: ErrorType = "FieldValueInvalid"
 
     @property
+    def detail(self) -> str:
+        """The message without the path, as a Kubernetes ``StatusCause.message``."""
+        return f"{_PREFIX[self.type]}: {self.reason}" if self.reason else _PREFIX[self.type]
+
+    @property
     def message(self) -> str:
-        return (
-            f"{self.path}: {_PREFIX[self.type]}: {self.reason}" if self.reason else f"{self.path}: {_PREFIX[self.type]}"
-        )
+        return f"{self.path}: {self.detail}"
 
     def __str__(self) -> str:
         return self.message
@@ -104,7 +107,7 @@ class AdmissionError(Exception):
                 "name": self.name,
                 "group": group,
                 "kind": self.kind,
-                "causes": [{"reason": e.type, "message": e.message, "field": e.path} for e in self.errors],
+                "causes": [{"reason": e.type, "message": e.detail, "field": e.path} for e in self.errors],
             },
             "code": 422,
         }

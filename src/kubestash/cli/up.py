@@ -1,0 +1,50 @@
+"""``kubestash up`` and ``kubestash apiserver``: run KubeStash on this machine, no cluster needed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from kubestash.apiserver.server import ApiServer, ServerConfig, run
+
+DEFAULT_DATA_DIR = Path.home() / ".kubestash"
+
+
+def _options(fn: click.decorators.FC) -> click.decorators.FC:
+    fn = click.option("--insecure-http", is_flag=True, help="Plain HTTP without authentication (testing only).")(fn)
+    fn = click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")(fn)
+    fn = click.option("--port", default=6443, show_default=True, help="Port to listen on (0 picks a free one).")(fn)
+    fn = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULT_DATA_DIR,
+        show_default=True,
+        help="Where objects, TLS material and the kubeconfig are kept.",
+    )(fn)
+    return fn
+
+
+def _serve(data_dir: Path, port: int, host: str, insecure_http: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(data_dir=data_dir, host=host, port=port, insecure_http=insecure_http)
+    server = ApiServer(config)
+    click.echo(f"kubeconfig: {server.kubeconfig_path}")
+    click.echo(f"  export KUBECONFIG={server.kubeconfig_path}")
+    click.echo("  kubectl api-resources --categories kubestash")
+    run(config)
+
+
+@click.command()
+@_options
+def up(data_dir: Path, port: int, host: str, insecure_http: bool) -> None:
+    """Run KubeStash on this machine: the bundled API server (controllers join as they land)."""
+    _serve(data_dir, port, host, insecure_http)
+
+
+@click.command()
+@_options
+def apiserver(data_dir: Path, port: int, host: str, insecure_http: bool) -> None:
+    """Run only the bundled Kubernetes-compatible API server."""
+    _serve(data_dir, port, host, insecure_http)
