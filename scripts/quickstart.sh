@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: up, apply the example manifests, back up, restore, show.
 #
-# Today only the first step exists: the API models, admission rules and CRDs (issue #2).
-# The bundled API server (`kubestash up`, issue #3), storage controllers (#4) and the
-# backup/restore path (#5, #6) are not built yet, so this script checks the example
-# manifests exactly as the API server will admit them and prints the CRDs it will serve.
+# What runs today: `kubestash up` (the bundled Kubernetes-compatible API server, issue #3),
+# kubectl creating the example BackupStorage, RetentionPolicy, BackupConfiguration and
+# RestoreSession through it (admission included), and listing them. The controllers that make
+# storage ready and run backups and restores arrive with issues #4-#6; until then this script
+# stops after showing the objects, and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,16 +13,33 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[kubectl]'
+KS=.venv/bin/kubestash
+KUBECTL=.venv/bin/kubectl
 
 echo "== kubestash validate -f examples/quickstart"
-.venv/bin/kubestash validate -f examples/quickstart --scope directory
+"$KS" validate -f examples/quickstart --scope directory
 
-echo "== CRDs the API server will serve"
-.venv/bin/kubestash crds | grep -E '^  name: ' | sed 's/^  name: /  /'
+DATA=$(mktemp -d -t kubestash-quickstart.XXXXXX)
+"$KS" up --data-dir "$DATA" --port 0 >"$DATA/up.log" 2>&1 &
+UP_PID=$!
+trap 'kill "$UP_PID" 2>/dev/null; wait "$UP_PID" 2>/dev/null; rm -rf "$DATA"' EXIT
+for _ in $(seq 1 100); do
+    [ -s "$DATA/kubeconfig" ] && break
+    sleep 0.1
+done
+export KUBECONFIG="$DATA/kubeconfig"
+KUBECTL_CACHE=(--cache-dir "$DATA/kube-cache")
+
+echo "== kubestash up (data in $DATA)"
+"$KUBECTL" "${KUBECTL_CACHE[@]}" version 2>/dev/null | sed 's/^/  /'
+"$KUBECTL" "${KUBECTL_CACHE[@]}" create namespace demo
+"$KUBECTL" "${KUBECTL_CACHE[@]}" apply -f examples/quickstart/
+echo "== kubectl get backupstorages,retentionpolicies,backupconfigurations,restoresessions -n demo"
+"$KUBECTL" "${KUBECTL_CACHE[@]}" get backupstorages,retentionpolicies,backupconfigurations,restoresessions -n demo
 
 cat <<'MSG'
 
-Not yet available: `kubestash up` (bundled API server, issue #3), storage controllers (#4),
-backup (#5) and restore (#6). Until they land this quickstart stops after validation.
+Not yet available: the controllers that initialise the storage (issue #4), run the backup (#5)
+and the restore (#6). Until they land this quickstart stops after creating the objects above.
 MSG

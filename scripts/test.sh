@@ -10,6 +10,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-echo "== ruff" && .venv/bin/ruff check src tests && .venv/bin/ruff format --check src tests
+echo "== ruff" && .venv/bin/ruff check src tests bench && .venv/bin/ruff format --check src tests bench
 echo "== mypy --strict src" && .venv/bin/mypy --strict src
 echo "== pytest" && .venv/bin/pytest "$@"

@@ -33,6 +33,7 @@ class ServerProcess:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     cache_dir: Path = field(default_factory=Path)
+    extra_args: tuple[str, ...] = ()
 
     @property
     def kubeconfig(self) -> Path:
@@ -42,7 +43,15 @@ class ServerProcess:
         self.kubeconfig.unlink(missing_ok=True)
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [str(BIN / "kubestash"), "apiserver", "--data-dir", str(self.data_dir), "--port", str(self.port)],
+            [
+                str(BIN / "kubestash"),
+                "apiserver",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                *self.extra_args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -72,7 +81,9 @@ class ServerProcess:
     def token(self) -> str:
         return str(self.config["users"][0]["user"]["token"])  # type: ignore[index]
 
-    def ssl_context(self) -> ssl.SSLContext:
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.url.startswith("http://"):
+            return None
         return ssl.create_default_context(cafile=str(self.data_dir / "pki" / "ca.crt"))
 
     def _healthy(self) -> bool:

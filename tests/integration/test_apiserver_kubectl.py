@@ -108,6 +108,8 @@ def test_apply_get_describe_patch_label_delete(server: ServerProcess) -> None:
     table = server.kubectl("get", "backupstorages", "-n", ns).stdout.splitlines()
     assert table[0].split() == ["NAME", "PROVIDER", "DEFAULT", "DELETION-POLICY", "TOTAL-SIZE", "PHASE", "AGE"]
     assert table[1].split()[:4] == ["s3-storage", "s3", "true", "Delete"]
+    wide = server.kubectl("get", "backupstorages", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[:2] == ["NAME", "PROVIDER"] and wide[1].startswith("s3-storage")
     as_json = json.loads(server.kubectl("get", "retentionpolicies", "-n", ns, "-o", "json").stdout)
     assert as_json["kind"] == "List" and as_json["items"][0]["spec"]["failedSnapshots"] == {"last": 1}
     described = server.kubectl("describe", "backupstorage", "s3-storage", "-n", ns).stdout

@@ -36,6 +36,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 6443
     insecure_http: bool = False
+    watch_history: int = 50_000
+    """Change events kept for watches to resume from; older resourceVersions get 410 Gone."""
     extra_crds: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -60,7 +62,7 @@ class ApiServer:
     async def start(self) -> None:
         data_dir = self.config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(data_dir / "store.db")
+        store = Store(data_dir / "store.db", history=self.config.watch_history)
         registry = ResourceRegistry()
         manager = ObjectManager(store, registry)
         for crd in store.list_objects(CRD_KEY):

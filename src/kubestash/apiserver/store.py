@@ -237,7 +237,7 @@ class Store:
         for event in self._pending:
             self._publish(event)
         self._writes_since_compaction += 1
-        if self._writes_since_compaction >= 1000:
+        if self._writes_since_compaction >= min(1000, max(1, self._history // 2)):
             self._compact()
 
     def _append(self, event: Event) -> None:

@@ -13,6 +13,12 @@ DEFAULT_DATA_DIR = Path.home() / ".kubestash"
 
 
 def _options(fn: click.decorators.FC) -> click.decorators.FC:
+    fn = click.option(
+        "--watch-history",
+        default=50_000,
+        show_default=True,
+        help="Change events kept for watches to resume from.",
+    )(fn)
     fn = click.option("--insecure-http", is_flag=True, help="Plain HTTP without authentication (testing only).")(fn)
     fn = click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")(fn)
     fn = click.option("--port", default=6443, show_default=True, help="Port to listen on (0 picks a free one).")(fn)
@@ -26,9 +32,11 @@ def _options(fn: click.decorators.FC) -> click.decorators.FC:
     return fn
 
 
-def _serve(data_dir: Path, port: int, host: str, insecure_http: bool) -> None:
+def _serve(data_dir: Path, port: int, host: str, insecure_http: bool, watch_history: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServerConfig(data_dir=data_dir, host=host, port=port, insecure_http=insecure_http)
+    config = ServerConfig(
+        data_dir=data_dir, host=host, port=port, insecure_http=insecure_http, watch_history=watch_history
+    )
     server = ApiServer(config)
     click.echo(f"kubeconfig: {server.kubeconfig_path}")
     click.echo(f"  export KUBECONFIG={server.kubeconfig_path}")
@@ -38,13 +46,13 @@ def _serve(data_dir: Path, port: int, host: str, insecure_http: bool) -> None:
 
 @click.command()
 @_options
-def up(data_dir: Path, port: int, host: str, insecure_http: bool) -> None:
+def up(data_dir: Path, port: int, host: str, insecure_http: bool, watch_history: int) -> None:
     """Run KubeStash on this machine: the bundled API server (controllers join as they land)."""
-    _serve(data_dir, port, host, insecure_http)
+    _serve(data_dir, port, host, insecure_http, watch_history)
 
 
 @click.command()
 @_options
-def apiserver(data_dir: Path, port: int, host: str, insecure_http: bool) -> None:
+def apiserver(data_dir: Path, port: int, host: str, insecure_http: bool, watch_history: int) -> None:
     """Run only the bundled Kubernetes-compatible API server."""
-    _serve(data_dir, port, host, insecure_http)
+    _serve(data_dir, port, host, insecure_http, watch_history)

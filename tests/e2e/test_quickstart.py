@@ -1,0 +1,19 @@
+"""The README's first command, run as a user runs it, so it stays true on every landing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quickstart_runs_and_shows_the_objects() -> None:
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "quickstart.sh")], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "backupstorage.storage.kubestash.com/local-storage created" in out
+    assert "backupconfiguration.core.kubestash.com/demo-backup" in out
+    assert "Server Version: v1.34.0+kubestash" in out
