@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,8 +26,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from kubestash.api.crd import all_crds
+from kubestash.apiserver import discovery
 from kubestash.apiserver.openapi import group_versions, openapi_v3_group_version, openapi_v3_root
-from kubestash.apiserver.resources import BUILTINS, ResourceType, from_crd
+from kubestash.apiserver.resources import BUILTINS, ResourceRegistry, ResourceType, from_crd
 from kubestash.apiserver.tables import table_event, to_table
 
 TYPES: list[ResourceType] = [*BUILTINS, *(rt for crd in all_crds() for rt in from_crd(crd))]
@@ -46,34 +47,6 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     }
 
 
-def _resource_list(group_version: str, types: Iterable[ResourceType]) -> dict[str, Any]:
-    resources: list[dict[str, Any]] = []
-    for rt in types:
-        entry: dict[str, Any] = {
-            "name": rt.plural,
-            "singularName": rt.singular,
-            "namespaced": rt.namespaced,
-            "kind": rt.kind,
-            "verbs": list(rt.verbs),
-        }
-        if rt.short_names:
-            entry["shortNames"] = list(rt.short_names)
-        if rt.categories:
-            entry["categories"] = list(rt.categories)
-        resources.append(entry)
-        if rt.status_subresource:
-            resources.append(
-                {
-                    "name": f"{rt.plural}/status",
-                    "singularName": "",
-                    "namespaced": rt.namespaced,
-                    "kind": rt.kind,
-                    "verbs": ["get", "patch", "update"],
-                }
-            )
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
-
-
 def _discovery(types: list[ResourceType]) -> dict[str, dict[str, Any]]:
     """Legacy discovery (served as plain JSON, so kubectl does not expect the aggregated format)."""
     routes: dict[str, dict[str, Any]] = {
@@ -84,24 +57,13 @@ def _discovery(types: list[ResourceType]) -> dict[str, dict[str, Any]]:
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
         },
     }
-    groups: dict[str, list[str]] = {}
+    registry = ResourceRegistry(types)
     for key, gv_types in group_versions(types).items():
         first = gv_types[0]
-        routes["/" + key] = _resource_list(first.api_version, gv_types)
-        if first.group:
-            groups.setdefault(first.group, []).append(first.version)
-    routes["/apis"] = {
-        "kind": "APIGroupList",
-        "apiVersion": "v1",
-        "groups": [
-            {
-                "name": group,
-                "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in versions],
-                "preferredVersion": {"groupVersion": f"{group}/{versions[0]}", "version": versions[0]},
-            }
-            for group, versions in groups.items()
-        ],
-    }
+        listing = discovery.api_resource_list(registry, first.group, first.version)
+        assert listing is not None
+        routes["/" + key] = listing
+    routes["/apis"] = discovery.api_group_list(registry)
     routes["/openapi/v3"] = openapi_v3_root(types)
     for key, gv_types in group_versions(types).items():
         routes[f"/openapi/v3/{key}"] = openapi_v3_group_version(gv_types)

@@ -36,6 +36,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 6443
     insecure_http: bool = False
+    install_crds: bool = True
+    """Install KubeStash's CRDs at start-up; off gives a plain API server, like an empty cluster."""
     watch_history: int = 50_000
     """Change events kept for watches to resume from; older resourceVersions get 410 Gone."""
     extra_crds: list[dict[str, Any]] = field(default_factory=list)
@@ -68,7 +70,7 @@ class ApiServer:
         for crd in store.list_objects(CRD_KEY):
             manager.install_crd(crd)
         _ensure_namespaces(manager)
-        for crd in [*all_crds(), *self.config.extra_crds]:
+        for crd in [*(all_crds() if self.config.install_crds else []), *self.config.extra_crds]:
             _upsert_crd(manager, crd)
         gc = GarbageCollector(manager)
         gc.start()

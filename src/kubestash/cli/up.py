@@ -32,10 +32,17 @@ def _options(fn: click.decorators.FC) -> click.decorators.FC:
     return fn
 
 
-def _serve(data_dir: Path, port: int, host: str, insecure_http: bool, watch_history: int) -> None:
+def _serve(
+    data_dir: Path, port: int, host: str, insecure_http: bool, watch_history: int, *, install_crds: bool = True
+) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(
-        data_dir=data_dir, host=host, port=port, insecure_http=insecure_http, watch_history=watch_history
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        insecure_http=insecure_http,
+        watch_history=watch_history,
+        install_crds=install_crds,
     )
     server = ApiServer(config)
     click.echo(f"kubeconfig: {server.kubeconfig_path}")
@@ -53,6 +60,13 @@ def up(data_dir: Path, port: int, host: str, insecure_http: bool, watch_history:
 
 @click.command()
 @_options
-def apiserver(data_dir: Path, port: int, host: str, insecure_http: bool, watch_history: int) -> None:
+@click.option(
+    "--without-kubestash-crds",
+    is_flag=True,
+    help="Do not install KubeStash's CRDs: a plain API server, like an empty cluster.",
+)
+def apiserver(
+    data_dir: Path, port: int, host: str, insecure_http: bool, watch_history: int, without_kubestash_crds: bool
+) -> None:
     """Run only the bundled Kubernetes-compatible API server."""
-    _serve(data_dir, port, host, insecure_http, watch_history)
+    _serve(data_dir, port, host, insecure_http, watch_history, install_crds=not without_kubestash_crds)
