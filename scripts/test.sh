@@ -8,6 +8,17 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
+# restic (Debian's 0.14) is the oracle of tests/integration/test_retention_restic.py.
+if ! command -v restic >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+        SUDO=sudo
+    fi
+    echo "== installing restic (apt-get install -y restic)"
+    if ! $SUDO apt-get install -y restic; then
+        $SUDO apt-get update && $SUDO apt-get install -y restic
+    fi
+fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 echo "== ruff" && .venv/bin/ruff check src tests bench && .venv/bin/ruff format --check src tests bench

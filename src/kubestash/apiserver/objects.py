@@ -137,10 +137,7 @@ class ObjectManager:
             )
         self._check_namespace(rt, namespace, meta)
         old = self.get(rt, namespace, name)
-        expected = str(meta.get("resourceVersion") or "") or None
-        if expected and expected != old["metadata"]["resourceVersion"]:
-            raise self._conflict(rt, name)
-        return self._replace(rt, namespace, name, old, body, opts, subresource=subresource, expected=expected)
+        return self._replace(rt, namespace, name, old, body, opts, subresource=subresource)
 
     def patch(
         self,
@@ -205,10 +202,7 @@ class ObjectManager:
                 new = patching.merge_patch(old, body)
             else:
                 new = patching.strategic_merge_patch(old, body)
-        expected = str((new.get("metadata") or {}).get("resourceVersion") or "") or None
-        if expected and expected != old["metadata"]["resourceVersion"]:
-            raise self._conflict(rt, name)
-        return self._replace(rt, namespace, name, old, new, opts, subresource=subresource, expected=None)
+        return self._replace(rt, namespace, name, old, new, opts, subresource=subresource)
 
     def _replace(
         self,
@@ -220,8 +214,11 @@ class ObjectManager:
         opts: WriteOptions,
         *,
         subresource: str | None,
-        expected: str | None,
     ) -> Result:
+        """Write ``new`` over ``old``; a resourceVersion in ``new`` is a precondition (409 if stale)."""
+        expected = str((new.get("metadata") or {}).get("resourceVersion") or "") or None
+        if expected and expected != old["metadata"]["resourceVersion"]:
+            raise self._conflict(rt, name)
         new = copy.deepcopy(new)
         new["apiVersion"], new["kind"] = old.get("apiVersion", rt.api_version), old.get("kind", rt.kind)
         status_only = subresource == "status"
