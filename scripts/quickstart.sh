@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: up, apply the example manifests, back up, restore, show.
 #
-# What runs today: `kubestash up` (the bundled Kubernetes-compatible API server, issue #3),
-# kubectl creating the example BackupStorage, RetentionPolicy, BackupConfiguration and
-# RestoreSession through it (admission included), and listing them. The controllers that make
-# storage ready and run backups and restores arrive with issues #4-#6; until then this script
-# stops after showing the objects, and says so.
+# What runs today: `kubestash up` (the bundled Kubernetes-compatible API server and the
+# controllers), kubectl creating the example BackupStorage, RetentionPolicy, BackupConfiguration
+# and RestoreSession through it (admission included), the BackupStorage controller making the
+# local backend Ready (metadata.yaml written), and listing the objects. Backups and restores
+# arrive with issues #5-#6; until then this script stops after showing the ready storage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,11 +35,14 @@ echo "== kubestash up (data in $DATA)"
 "$KUBECTL" "${KUBECTL_CACHE[@]}" version 2>/dev/null | sed 's/^/  /'
 "$KUBECTL" "${KUBECTL_CACHE[@]}" create namespace demo
 "$KUBECTL" "${KUBECTL_CACHE[@]}" apply -f examples/quickstart/
+"$KUBECTL" "${KUBECTL_CACHE[@]}" wait --for=jsonpath='{.status.phase}'=Ready backupstorage/local-storage -n demo --timeout=60s
+echo "== the backend: /tmp/kubestash-quickstart/backend/metadata.yaml"
+sed 's/^/  /' /tmp/kubestash-quickstart/backend/metadata.yaml
 echo "== kubectl get backupstorages,retentionpolicies,backupconfigurations,restoresessions -n demo"
 "$KUBECTL" "${KUBECTL_CACHE[@]}" get backupstorages,retentionpolicies,backupconfigurations,restoresessions -n demo
 
 cat <<'MSG'
 
-Not yet available: the controllers that initialise the storage (issue #4), run the backup (#5)
-and the restore (#6). Until they land this quickstart stops after creating the objects above.
+Not yet available: the Repository controller (issue #4), the backup (#5) and the restore (#6).
+Until they land this quickstart stops after the storage is ready.
 MSG

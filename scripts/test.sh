@@ -19,6 +19,12 @@ if ! command -v restic >/dev/null 2>&1; then
         $SUDO apt-get update && $SUDO apt-get install -y restic
     fi
 fi
+# azurite (Azure Blob emulator for tests/integration/test_backends.py), pinned by package-lock.json.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+    echo "== installing npm test servers (npm ci)"
+    npm ci --no-audit --no-fund
+    touch node_modules
+fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 echo "== ruff" && .venv/bin/ruff check src tests bench && .venv/bin/ruff format --check src tests bench

@@ -17,3 +17,5 @@ def test_quickstart_runs_and_shows_the_objects() -> None:
     assert "backupstorage.storage.kubestash.com/local-storage created" in out
     assert "backupconfiguration.core.kubestash.com/demo-backup" in out
     assert "Server Version: v1.34.0+kubestash" in out
+    assert "backupstorage.storage.kubestash.com/local-storage condition met" in out
+    assert "kind: BackendMeta" in out

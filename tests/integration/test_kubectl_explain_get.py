@@ -10,7 +10,6 @@ so these tests show what a user of the bundled API server will see.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import subprocess
@@ -201,24 +200,28 @@ def backup_storage(name: str, *, ago: timedelta, provider: str = "gcs", **spec: 
     }
 
 
-OBJECTS: list[dict[str, Any]] = [
-    {
-        **backup_storage("gcs-storage", ago=timedelta(minutes=5, seconds=3), default=True, deletionPolicy="WipeOut"),
-        "status": {"phase": "Ready", "totalSize": "12.222 MiB"},
-    },
-    backup_storage("s3-storage", ago=timedelta(days=3, hours=2), provider="s3"),
-    {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "web", "namespace": "demo", "creationTimestamp": _timestamp(timedelta(hours=2))},
-        "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "node-1"},
-        "status": {
-            "phase": "Running",
-            "podIP": "10.0.0.7",
-            "containerStatuses": [{"name": "a", "ready": True, "restartCount": 2}, {"name": "b", "ready": False}],
+def objects() -> list[dict[str, Any]]:
+    """Built per test: ages are relative to now, so a long test session must not age them."""
+    return [
+        {
+            **backup_storage(
+                "gcs-storage", ago=timedelta(minutes=5, seconds=3), default=True, deletionPolicy="WipeOut"
+            ),
+            "status": {"phase": "Ready", "totalSize": "12.222 MiB"},
         },
-    },
-]
+        backup_storage("s3-storage", ago=timedelta(days=3, hours=2), provider="s3"),
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "demo", "creationTimestamp": _timestamp(timedelta(hours=2))},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "node-1"},
+            "status": {
+                "phase": "Running",
+                "podIP": "10.0.0.7",
+                "containerStatuses": [{"name": "a", "ready": True, "restartCount": 2}, {"name": "b", "ready": False}],
+            },
+        },
+    ]
 
 
 def _kubectl_binary() -> str:
@@ -230,7 +233,7 @@ def _kubectl_binary() -> str:
 
 @pytest.fixture
 def stub() -> Iterator[ApiStub]:
-    with ApiStub(TYPES, copy.deepcopy(OBJECTS)) as server:
+    with ApiStub(TYPES, objects()) as server:
         yield server
 
 

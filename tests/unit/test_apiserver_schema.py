@@ -171,7 +171,7 @@ def test_enum_required_minimum_and_date_time() -> None:
             'spec.deletionPolicy: Unsupported value: "Keep": supported values: "Delete", "WipeOut"',
             "spec.storage.gcs.maxConnections: Invalid value: -1: spec.storage.gcs.maxConnections in body "
             "should be greater than or equal to 0",
-            'status.conditions[0].status: Unsupported value: "Maybe": supported values: "True", "False", "Unknown"',
+            'status.conditions[0].status: Unsupported value: "Maybe": supported values: "False", "True", "Unknown"',
             'status.conditions[0].lastTransitionTime: Invalid value: "yesterday": '
             'status.conditions[0].lastTransitionTime in body must be of type date-time: "yesterday"',
             "status.conditions[1].status: Required value",

@@ -178,9 +178,18 @@ class _Converter:
 
 
 def _sorted(value: Any) -> Any:
-    """Sort mapping keys at every level, as controller-gen does, so output is stable and diffable."""
+    """Sort mapping keys at every level, as controller-gen does, so output is stable and diffable.
+
+    String enums are sorted too: ``Literal["Ready", "NotReady"]`` and ``Literal["NotReady", "Ready"]``
+    compare equal, so pydantic may hand either order to whichever model asks first in a process.
+    """
     if isinstance(value, dict):
-        return {key: _sorted(value[key]) for key in sorted(value)}
+        return {
+            key: sorted(value[key])
+            if key == "enum" and all(isinstance(v, str) for v in value[key])
+            else _sorted(value[key])
+            for key in sorted(value)
+        }
     if isinstance(value, list):
         return [_sorted(item) for item in value]
     return value

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import copy
 import logging
-import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from kubestash.apiserver.objects import ObjectManager, WriteOptions
 from kubestash.apiserver.resources import ResourceRegistry
 from kubestash.apiserver.security import ensure_credentials, write_private_text
 from kubestash.apiserver.store import Store
+from kubestash.runtime.lifecycle import wait_for_shutdown_signal
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ServerConfig:
 
 
 class ApiServer:
-    """One running server; ``start``/``stop`` for tests, ``serve_forever`` for the CLI."""
+    """One running server; ``start``/``stop`` for tests, :func:`run` for the CLI."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -97,17 +97,6 @@ class ApiServer:
         if self.runner is not None:
             await self.runner.cleanup()
 
-    async def serve_forever(self) -> None:
-        await self.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()
-
     def _write_kubeconfig(self, ca_data: str | None, token: str | None) -> None:
         cluster: dict[str, Any] = {"server": self.url}
         if ca_data:
@@ -156,6 +145,24 @@ def _upsert_crd(manager: ObjectManager, crd: dict[str, Any]) -> None:
         manager.update(rt, "", name, updated, WriteOptions(field_manager=SERVER_MANAGER))
 
 
-def run(config: ServerConfig) -> None:
+def run(config: ServerConfig, *, with_controllers: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM; with controllers, the operator runs in the same process."""
+
+    async def main() -> None:
+        server = ApiServer(config)
+        await server.start()
+        operator = None
+        try:
+            if with_controllers:
+                from kubestash.controllers.manager import Operator, client_from
+
+                operator = Operator(client_from(server.kubeconfig_path))
+                await operator.start()
+            await wait_for_shutdown_signal()
+        finally:
+            if operator is not None:
+                await operator.stop()
+            await server.stop()
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(ApiServer(config).serve_forever())
+        asyncio.run(main())

@@ -6,7 +6,7 @@ import click
 
 from kubestash import __version__
 from kubestash.cli.crds import crds
-from kubestash.cli.up import apiserver, up
+from kubestash.cli.up import apiserver, operator, up
 from kubestash.cli.validate import validate
 
 
@@ -20,3 +20,4 @@ main.add_command(crds)
 main.add_command(validate)
 main.add_command(up)
 main.add_command(apiserver)
+main.add_command(operator)

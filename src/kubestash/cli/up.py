@@ -33,7 +33,14 @@ def _options(fn: click.decorators.FC) -> click.decorators.FC:
 
 
 def _serve(
-    data_dir: Path, port: int, host: str, insecure_http: bool, watch_history: int, *, install_crds: bool = True
+    data_dir: Path,
+    port: int,
+    host: str,
+    insecure_http: bool,
+    watch_history: int,
+    *,
+    install_crds: bool = True,
+    with_controllers: bool = False,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(
@@ -48,14 +55,14 @@ def _serve(
     click.echo(f"kubeconfig: {server.kubeconfig_path}")
     click.echo(f"  export KUBECONFIG={server.kubeconfig_path}")
     click.echo("  kubectl api-resources --categories kubestash")
-    run(config)
+    run(config, with_controllers=with_controllers)
 
 
 @click.command()
 @_options
 def up(data_dir: Path, port: int, host: str, insecure_http: bool, watch_history: int) -> None:
-    """Run KubeStash on this machine: the bundled API server (controllers join as they land)."""
-    _serve(data_dir, port, host, insecure_http, watch_history)
+    """Run KubeStash on this machine: the bundled API server and the controllers."""
+    _serve(data_dir, port, host, insecure_http, watch_history, with_controllers=True)
 
 
 @click.command()
@@ -70,3 +77,32 @@ def apiserver(
 ) -> None:
     """Run only the bundled Kubernetes-compatible API server."""
     _serve(data_dir, port, host, insecure_http, watch_history, install_crds=not without_kubestash_crds)
+
+
+@click.command()
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Kubeconfig of the API server to manage (default: $KUBECONFIG or ~/.kube/config).",
+)
+def operator(kubeconfig: Path | None) -> None:
+    """Run the KubeStash controllers against any Kubernetes API server."""
+    import asyncio
+    import contextlib
+
+    from kubestash.controllers.manager import Operator, client_from
+    from kubestash.runtime.lifecycle import wait_for_shutdown_signal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        ops = Operator(client_from(kubeconfig))
+        await ops.start()
+        try:
+            await wait_for_shutdown_signal()
+        finally:
+            await ops.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Backup storage providers behind one interface (see :mod:`kubestash.backends.base`)."""

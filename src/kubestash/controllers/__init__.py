@@ -1,0 +1,1 @@
+"""One reconciler per KubeStash kind: read the world, converge it, write status."""

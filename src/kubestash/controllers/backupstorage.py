@@ -1,0 +1,326 @@
+"""BackupStorage: make the backend ready, keep its status true, clean up on delete, re-sync.
+
+Each reconcile is level-triggered and idempotent:
+
+1. on deletion, honour ``deletionPolicy`` (Delete: remove the Repository and
+   Snapshot objects that live in this storage and keep the data; WipeOut: also
+   delete the data) and release the ``kubestash.com/cleanup`` finalizer;
+2. otherwise ensure the finalizer, check the Secret (``BackendSecretFound``),
+   initialise the backend by writing ``metadata.yaml`` (``BackendInitialized``,
+   with the classified failure reason in the message), re-create Repository
+   and Snapshot objects for KubeStash data already in the backend, and report
+   ``status.repositories`` and ``totalSize``.
+
+Not ready is retried every ``retry_interval``; ready storages are re-checked
+every ``sync_interval``, which is also how data written by another cluster shows up.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from lightkube import ApiError, AsyncClient
+from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
+
+from kubestash import __version__
+from kubestash.api import conditions as cond
+from kubestash.api.phases import backup_storage_phase
+from kubestash.api.storage import Backend, BackupStorage, Repository, Snapshot
+from kubestash.backends.base import BackendError, ObjectBackend
+from kubestash.controllers.kinds import by_kind
+from kubestash.runtime.controller import Result
+from kubestash.runtime.events import EventRecorder
+from kubestash.runtime.informer import Informer, Key
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "kubestash.com/cleanup"
+METADATA_FILE = "metadata.yaml"
+REPOSITORY_FILE = "repository.yaml"
+SNAPSHOTS_DIR = "snapshots"
+
+Opener = Callable[[Backend, Mapping[str, bytes] | None], ObjectBackend]
+
+
+def human_size(size: int) -> str:
+    """``12.222 MiB`` style, as KubeStash prints sizes."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.3f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def parse_size(text: str | None) -> int:
+    if not text:
+        return 0
+    number, _, unit = text.partition(" ")
+    factors = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+    try:
+        return int(float(number) * factors.get(unit or "B", 1))
+    except ValueError:
+        return 0
+
+
+def secret_name(backend: Backend) -> str | None:
+    section = backend.s3 or backend.gcs or backend.azure
+    return getattr(section, "secret_name", None) if section is not None else None
+
+
+@dataclass
+class BackupStorageReconciler:
+    client: AsyncClient
+    storages: Informer
+    repositories: Informer
+    open_backend: Opener
+    events: EventRecorder
+    retry_interval: float = 30.0
+    sync_interval: float = 300.0
+
+    async def __call__(self, key: Key) -> Result | None:
+        data = self.storages.get(*key)
+        if data is None:
+            return None
+        storage = BackupStorage.model_validate(data)
+        if storage.metadata.deletion_timestamp:
+            await self._finalize(storage, data)
+            return None
+        if FINALIZER not in (storage.metadata.finalizers or []):
+            await self._patch(storage, {"metadata": {"finalizers": [*(storage.metadata.finalizers or []), FINALIZER]}})
+        status: dict[str, Any] = dict(data.get("status") or {})
+        conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
+        secret = await self._secret(storage, conditions)
+        backend: ObjectBackend | None = None
+        if secret is not False:
+            backend = await self._initialize(storage, secret if isinstance(secret, Mapping) else None, conditions)
+        if backend is not None:
+            await self._resync(storage, backend)
+        repos = self._repositories(storage)
+        status.update(
+            conditions=conditions,
+            repositories=[r for r, _ in repos] or None,
+            totalSize=human_size(sum(size for _, size in repos)),
+        )
+        model = BackupStorage.model_validate({**data, "status": status})
+        status["phase"] = backup_storage_phase(model)
+        previous = (data.get("status") or {}).get("phase")
+        await self._patch_status(storage, status)
+        if status["phase"] != previous:
+            message = cond.get_condition(model.status.conditions if model.status else None, cond.BACKEND_INITIALIZED)
+            await self._event(
+                data,
+                "Normal" if status["phase"] == "Ready" else "Warning",
+                status["phase"],
+                message.message if message is not None and message.message else f"BackupStorage is {status['phase']}",
+            )
+        return Result(requeue_after=self.sync_interval if status["phase"] == "Ready" else self.retry_interval)
+
+    # ---------------------------------------------------------------- steps
+    async def _secret(self, storage: BackupStorage, conditions: list[dict[str, Any]]) -> Mapping[str, bytes] | bool:
+        """The decoded Secret, True when none is needed, False when it is missing."""
+        name = secret_name(storage.spec.storage)
+        if not name:
+            _remove_condition(conditions, cond.BACKEND_SECRET_FOUND)
+            return True
+        try:
+            secret = await self.client.get(Secret, name, namespace=storage.namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+            _set_condition(
+                conditions,
+                cond.BACKEND_SECRET_FOUND,
+                "False",
+                "BackendSecretNotAvailable",
+                f'Secret "{storage.namespace}/{name}" not found',
+            )
+            _set_condition(
+                conditions,
+                cond.BACKEND_INITIALIZED,
+                "False",
+                "BackendInitializationFailed",
+                f'waiting for Secret "{name}"',
+            )
+            return False
+        _set_condition(conditions, cond.BACKEND_SECRET_FOUND, "True", "BackendSecretAvailable", "")
+        decoded = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        decoded.update({k: v.encode() for k, v in (secret.stringData or {}).items()})
+        return decoded
+
+    async def _initialize(
+        self, storage: BackupStorage, secret: Mapping[str, bytes] | None, conditions: list[dict[str, Any]]
+    ) -> ObjectBackend | None:
+        try:
+            backend = self.open_backend(storage.spec.storage, secret)
+            if not await backend.exists(METADATA_FILE):
+                meta = {
+                    "apiVersion": "config.kubestash.com/v1alpha1",
+                    "kind": "BackendMeta",
+                    "creationTimestamp": cond.now_rfc3339(),
+                    "operatorVersion": __version__,
+                }
+                await backend.put(METADATA_FILE, yaml.safe_dump(meta, sort_keys=False).encode())
+        except BackendError as exc:
+            _set_condition(
+                conditions,
+                cond.BACKEND_INITIALIZED,
+                "False",
+                "BackendInitializationFailed",
+                f"{exc.reason}: {exc.message}",
+            )
+            return None
+        _set_condition(
+            conditions,
+            cond.BACKEND_INITIALIZED,
+            "True",
+            "BackendInitializationSucceeded",
+            f"backend {backend.description} is initialized",
+        )
+        return backend
+
+    async def _resync(self, storage: BackupStorage, backend: ObjectBackend) -> None:
+        """Re-create Repository and Snapshot objects for KubeStash data already in the backend."""
+        known = {(r.get("spec") or {}).get("path", "").strip("/") for r in self._referencing(storage)}
+        async for info in backend.list(""):
+            if not info.path.endswith("/" + REPOSITORY_FILE):
+                continue
+            path = info.path[: -len(REPOSITORY_FILE) - 1]
+            if path.strip("/") in known:
+                continue
+            try:
+                manifest = yaml.safe_load(await backend.get(info.path))
+                repo = Repository.model_validate(manifest)
+            except (BackendError, yaml.YAMLError, ValueError) as exc:
+                log.warning("skipping %s in %s: %s", info.path, backend.description, exc)
+                continue
+            await self._create_from_backend(repo, storage)
+            async for snap in backend.list(f"{path}/{SNAPSHOTS_DIR}/"):
+                try:
+                    snapshot = Snapshot.model_validate(yaml.safe_load(await backend.get(snap.path)))
+                except (BackendError, yaml.YAMLError, ValueError) as exc:
+                    log.warning("skipping %s: %s", snap.path, exc)
+                    continue
+                await self._create_from_backend(snapshot, storage, repo.namespace)
+
+    async def _create_from_backend(
+        self, obj: Repository | Snapshot, storage: BackupStorage, namespace: str = ""
+    ) -> None:
+        wire = obj.to_wire()
+        meta = wire.get("metadata") or {}
+        clean_meta = {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace") or namespace or storage.namespace,
+            "labels": meta.get("labels"),
+            "annotations": meta.get("annotations"),
+        }
+        wire["metadata"] = {k: v for k, v in clean_meta.items() if v}
+        if isinstance(obj, Repository):
+            wire["spec"]["storageRef"] = {"name": storage.name, "namespace": storage.namespace}
+        status = wire.pop("status", None)
+        resource = by_kind(obj.KIND)
+        try:
+            await self.client.create(resource.from_dict(wire))  # type: ignore[attr-defined]
+        except ApiError as exc:
+            if exc.status.code != 409:
+                log.warning("could not re-create %s %s: %s", obj.KIND, obj.name, exc.status.message)
+                return
+        if status:
+            await self.client.patch(
+                resource.Status,  # type: ignore[attr-defined]
+                wire["metadata"]["name"],
+                {"status": status},
+                namespace=wire["metadata"]["namespace"],
+                patch_type=PatchType.MERGE,
+            )
+
+    def _referencing(self, storage: BackupStorage) -> list[dict[str, Any]]:
+        out = []
+        for repo in self.repositories.list():
+            ref = (repo.get("spec") or {}).get("storageRef") or {}
+            namespace = ref.get("namespace") or repo["metadata"].get("namespace")
+            if ref.get("name") == storage.name and namespace == storage.namespace:
+                out.append(repo)
+        return out
+
+    def _repositories(self, storage: BackupStorage) -> list[tuple[dict[str, Any], int]]:
+        out = []
+        for repo in self._referencing(storage):
+            status = repo.get("status") or {}
+            entry = {
+                "name": repo["metadata"]["name"],
+                "namespace": repo["metadata"].get("namespace"),
+                "path": (repo.get("spec") or {}).get("path"),
+                "size": status.get("size"),
+                "synced": True,
+            }
+            out.append(({k: v for k, v in entry.items() if v is not None}, parse_size(status.get("size"))))
+        return out
+
+    async def _finalize(self, storage: BackupStorage, data: dict[str, Any]) -> None:
+        finalizers = storage.metadata.finalizers or []
+        if FINALIZER not in finalizers:
+            return
+        for repo in self._referencing(storage):
+            meta = repo["metadata"]
+            try:
+                await self.client.delete(by_kind("Repository"), meta["name"], namespace=meta.get("namespace"))
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+        if storage.spec.deletion_policy == "WipeOut":
+            secret = await self._secret(storage, [])
+            if secret is not False:
+                backend = self.open_backend(storage.spec.storage, secret if isinstance(secret, Mapping) else None)
+                removed = await backend.delete_prefix("")
+                await self._event(data, "Normal", "WipedOut", f"deleted {removed} objects from {backend.description}")
+        await self._patch(storage, {"metadata": {"finalizers": [f for f in finalizers if f != FINALIZER] or None}})
+
+    # -------------------------------------------------------------- writes
+    async def _patch(self, storage: BackupStorage, patch: dict[str, Any]) -> None:
+        await self.client.patch(
+            by_kind("BackupStorage"), storage.name, patch, namespace=storage.namespace, patch_type=PatchType.MERGE
+        )
+
+    async def _patch_status(self, storage: BackupStorage, status: dict[str, Any]) -> None:
+        await self.client.patch(
+            by_kind("BackupStorage").Status,  # type: ignore[attr-defined]
+            storage.name,
+            {"status": status},
+            namespace=storage.namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def _event(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        try:
+            await self.events.record(obj, "Normal" if kind == "Normal" else "Warning", reason, message)
+        except ApiError as exc:
+            log.debug("event not recorded: %s", exc.status.message)
+
+
+def _set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str) -> None:
+    for existing in conditions:
+        if existing.get("type") == type_:
+            if existing.get("status") != status:
+                existing["lastTransitionTime"] = cond.now_rfc3339()
+            existing.update(status=status, reason=reason, message=message)
+            return
+    conditions.append(
+        {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": cond.now_rfc3339(),
+        }
+    )
+
+
+def _remove_condition(conditions: list[dict[str, Any]], type_: str) -> None:
+    conditions[:] = [c for c in conditions if c.get("type") != type_]

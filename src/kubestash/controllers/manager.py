@@ -1,0 +1,68 @@
+"""Run the controllers against an API server: the bundled one (``kubestash up``) or any cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from lightkube import AsyncClient, KubeConfig
+
+from kubestash.backends.factory import open_backend
+from kubestash.controllers.backupstorage import BackupStorageReconciler
+from kubestash.controllers.kinds import by_kind
+from kubestash.runtime.controller import Controller
+from kubestash.runtime.events import EventRecorder
+from kubestash.runtime.informer import Informer, Key
+
+log = logging.getLogger(__name__)
+COMPONENT = "kubestash-operator"
+
+
+def storage_of_repository(repo: dict[str, Any]) -> Iterable[Key]:
+    ref = (repo.get("spec") or {}).get("storageRef") or {}
+    if ref.get("name"):
+        yield str(ref.get("namespace") or repo["metadata"].get("namespace") or ""), str(ref["name"])
+
+
+class Operator:
+    def __init__(self, client: AsyncClient, *, sync_interval: float = 300.0, retry_interval: float = 30.0) -> None:
+        self.client = client
+        self.storages = Informer(client, by_kind("BackupStorage"), resync=sync_interval)
+        self.repositories = Informer(client, by_kind("Repository"))
+        reconciler = BackupStorageReconciler(
+            client,
+            self.storages,
+            self.repositories,
+            functools.partial(open_backend),
+            EventRecorder(client, COMPONENT),
+            retry_interval=retry_interval,
+            sync_interval=sync_interval,
+        )
+        self.backup_storages = Controller("backupstorage", reconciler)
+        self.backup_storages.watch(self.storages)
+        self.backup_storages.watch(self.repositories, storage_of_repository)
+        self.informers = [self.storages, self.repositories]
+        self.controllers = [self.backup_storages]
+
+    async def start(self) -> None:
+        for informer in self.informers:
+            informer.start()
+        await asyncio.gather(*(i.synced.wait() for i in self.informers))
+        for controller in self.controllers:
+            controller.start()
+        log.info("controllers running: %s", ", ".join(c.name for c in self.controllers))
+
+    async def stop(self) -> None:
+        for controller in self.controllers:
+            await controller.stop()
+        for informer in self.informers:
+            await informer.stop()
+
+
+def client_from(kubeconfig: Path | None) -> AsyncClient:
+    config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()
+    return AsyncClient(config=config, field_manager=COMPONENT)

@@ -1,0 +1,219 @@
+"""The BackupStorage controller end to end: bundled API server + operator + a real backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lightkube import AsyncClient, Client, KubeConfig
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event, Namespace, Secret
+
+from apiserver_process import ServerProcess
+from kubestash.controllers.kinds import by_kind
+from kubestash.controllers.manager import Operator
+
+BackupStorage = by_kind("BackupStorage")
+Repository = by_kind("Repository")
+Snapshot = by_kind("Snapshot")
+SECRET_VALUE = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.fixture
+def kube(server: ServerProcess) -> Client:
+    return Client(config=KubeConfig.from_file(str(server.kubeconfig)))
+
+
+@pytest.fixture
+def ns(kube: Client) -> Iterator[str]:
+    name = f"bs-{uuid.uuid4().hex[:8]}"
+    kube.create(Namespace(metadata=ObjectMeta(name=name)))
+    yield name
+
+
+def local_storage(name: str, ns: str, root: Path, policy: str = "Delete") -> Any:
+    return BackupStorage.from_dict(  # type: ignore[attr-defined]
+        {
+            "apiVersion": "storage.kubestash.com/v1alpha1",
+            "kind": "BackupStorage",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "storage": {"provider": "local", "local": {"mountPath": "/safe/data", "hostPath": {"path": str(root)}}},
+                "deletionPolicy": policy,
+            },
+        }
+    )
+
+
+def run_with_operator(server: ServerProcess, body: Callable[[AsyncClient], Any]) -> Any:
+    async def scenario() -> Any:
+        client = AsyncClient(config=KubeConfig.from_file(str(server.kubeconfig)))
+        operator = Operator(client, sync_interval=1.0, retry_interval=0.2)
+        await operator.start()
+        try:
+            return await body(client)
+        finally:
+            await operator.stop()
+
+    return asyncio.run(scenario())
+
+
+async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.1)
+
+
+def status_of(kube: Client, name: str, ns: str) -> dict[str, Any]:
+    return dict(kube.get(BackupStorage, name, namespace=ns).status or {})
+
+
+def test_local_storage_becomes_ready_and_writes_metadata(
+    server: ServerProcess, kube: Client, ns: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "backend"
+    kube.create(local_storage("local", ns, root))
+
+    async def body(client: AsyncClient) -> dict[str, Any]:
+        return await until(lambda: (s := status_of(kube, "local", ns)).get("phase") == "Ready" and s)  # type: ignore[no-any-return]
+
+    status = run_with_operator(server, body)
+    meta = yaml.safe_load((root / "metadata.yaml").read_text())
+    assert meta["kind"] == "BackendMeta" and meta["apiVersion"] == "config.kubestash.com/v1alpha1"
+    initialized = next(c for c in status["conditions"] if c["type"] == "BackendInitialized")
+    assert initialized["status"] == "True" and initialized["reason"] == "BackendInitializationSucceeded"
+    assert "kubestash.com/cleanup" in kube.get(BackupStorage, "local", namespace=ns).metadata.finalizers
+    events = [e for e in kube.list(Event, namespace=ns) if e.involvedObject.name == "local"]
+    assert [(e.type, e.reason) for e in events] == [("Normal", "Ready")]
+
+
+def test_missing_secret_is_not_ready_with_the_reason(server: ServerProcess, kube: Client, ns: str) -> None:
+    storage = BackupStorage.from_dict(  # type: ignore[attr-defined]
+        {
+            "apiVersion": "storage.kubestash.com/v1alpha1",
+            "kind": "BackupStorage",
+            "metadata": {"name": "s3", "namespace": ns},
+            "spec": {"storage": {"provider": "s3", "s3": {"bucket": f"b-{ns}", "secretName": "s3-secret"}}},
+        }
+    )
+    kube.create(storage)
+
+    async def body(client: AsyncClient) -> dict[str, Any]:
+        return await until(lambda: (s := status_of(kube, "s3", ns)).get("conditions") and s)  # type: ignore[no-any-return]
+
+    status = run_with_operator(server, body)
+    assert status["phase"] == "NotReady"
+    found = next(c for c in status["conditions"] if c["type"] == "BackendSecretFound")
+    assert found["status"] == "False" and f'"{ns}/s3-secret" not found' in found["message"]
+
+
+def test_unreachable_endpoint_is_reported_and_secrets_never_leak(
+    server: ServerProcess, kube: Client, ns: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    kube.create(
+        Secret(
+            metadata=ObjectMeta(name="creds", namespace=ns),
+            stringData={"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": SECRET_VALUE},
+        )
+    )
+    kube.create(
+        BackupStorage.from_dict(  # type: ignore[attr-defined]
+            {
+                "apiVersion": "storage.kubestash.com/v1alpha1",
+                "kind": "BackupStorage",
+                "metadata": {"name": "s3", "namespace": ns},
+                "spec": {
+                    "storage": {
+                        "provider": "s3",
+                        "s3": {"bucket": "b", "endpoint": "http://127.0.0.1:9", "secretName": "creds"},
+                    }
+                },
+            }
+        )
+    )
+    caplog.set_level(logging.DEBUG)
+
+    async def body(client: AsyncClient) -> dict[str, Any]:
+        return await until(  # type: ignore[no-any-return]
+            lambda: (
+                (s := status_of(kube, "s3", ns)).get("phase") == "NotReady"
+                and any(c["type"] == "BackendInitialized" for c in s.get("conditions", []))
+                and s
+            ),
+            timeout=60,
+        )
+
+    status = run_with_operator(server, body)
+    initialized = next(c for c in status["conditions"] if c["type"] == "BackendInitialized")
+    assert initialized["status"] == "False" and initialized["message"].startswith("Unreachable")
+    events = [e.to_dict() for e in kube.list(Event, namespace=ns)]
+    everything = json.dumps(status) + json.dumps(events) + caplog.text + server.log()
+    assert SECRET_VALUE not in everything
+
+
+def test_wipeout_deletes_the_data_and_resync_restores_objects(
+    server: ServerProcess, kube: Client, ns: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "backend"
+    repo_dir = root / "demo" / "app"
+    (repo_dir / "snapshots").mkdir(parents=True)
+    repository = {
+        "apiVersion": "storage.kubestash.com/v1alpha1",
+        "kind": "Repository",
+        "metadata": {"name": "app-repo", "namespace": ns, "uid": "old-cluster-uid", "resourceVersion": "42"},
+        "spec": {
+            "storageRef": {"name": "old", "namespace": "elsewhere"},
+            "path": "/demo/app",
+            "deletionPolicy": "Delete",
+        },
+        "status": {"phase": "Ready", "snapshotCount": 1, "size": "1.000 KiB"},
+    }
+    snapshot = {
+        "apiVersion": "storage.kubestash.com/v1alpha1",
+        "kind": "Snapshot",
+        "metadata": {"name": "app-repo-backup-frequent-1700000000", "namespace": ns},
+        "spec": {"repository": "app-repo", "session": "frequent", "snapshotID": "01HG", "type": "FullBackup"},
+        "status": {"phase": "Succeeded", "snapshotTime": "2023-11-14T22:13:20Z"},
+    }
+    (repo_dir / "repository.yaml").write_text(yaml.safe_dump(repository))
+    (repo_dir / "snapshots" / "app-repo-backup-frequent-1700000000.yaml").write_text(yaml.safe_dump(snapshot))
+    kube.create(local_storage("resync", ns, root, policy="WipeOut"))
+
+    async def body(client: AsyncClient) -> None:
+        await until(lambda: (s := status_of(kube, "resync", ns)).get("repositories") and s)
+        repo = await asyncio.to_thread(kube.get, Repository, "app-repo", namespace=ns)
+        assert repo.spec["storageRef"] == {"name": "resync", "namespace": ns}
+        assert repo.status["snapshotCount"] == 1
+        snap = await asyncio.to_thread(kube.get, Snapshot, "app-repo-backup-frequent-1700000000", namespace=ns)
+        assert snap.status["phase"] == "Succeeded"
+        status = status_of(kube, "resync", ns)
+        assert status["repositories"] == [
+            {"name": "app-repo", "namespace": ns, "path": "/demo/app", "size": "1.000 KiB", "synced": True}
+        ]
+        assert status["totalSize"] == "1.000 KiB"
+        await asyncio.to_thread(kube.delete, BackupStorage, "resync", namespace=ns)
+
+        def gone() -> bool:
+            try:
+                kube.get(BackupStorage, "resync", namespace=ns)
+            except Exception:
+                return True
+            return False
+
+        await until(gone)
+
+    run_with_operator(server, body)
+    assert not any(p.is_file() for p in root.rglob("*")), "WipeOut removed the backed-up data"
+    assert [r.metadata.name for r in kube.list(Repository, namespace=ns)] == []
