@@ -217,3 +217,84 @@ def test_wipeout_deletes_the_data_and_resync_restores_objects(
     run_with_operator(server, body)
     assert not any(p.is_file() for p in root.rglob("*")), "WipeOut removed the backed-up data"
     assert [r.metadata.name for r in kube.list(Repository, namespace=ns)] == []
+
+
+def repository(name: str, ns: str, path: str, storage: str, storage_ns: str, policy: str = "Delete") -> Any:
+    return Repository.from_dict(  # type: ignore[attr-defined]
+        {
+            "apiVersion": "storage.kubestash.com/v1alpha1",
+            "kind": "Repository",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "storageRef": {"name": storage, "namespace": storage_ns},
+                "path": path,
+                "encryptionSecret": {"name": "enc", "namespace": ns},
+                "deletionPolicy": policy,
+            },
+        }
+    )
+
+
+def repo_status(kube: Client, name: str, ns: str) -> dict[str, Any]:
+    return dict(kube.get(Repository, name, namespace=ns).status or {})
+
+
+def test_repository_is_initialised_in_its_storage_and_wiped_out(
+    server: ServerProcess, kube: Client, ns: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "backend"
+    kube.create(local_storage("local", ns, root))
+    kube.create(Secret(metadata=ObjectMeta(name="enc", namespace=ns), stringData={"RESTIC_PASSWORD": SECRET_VALUE}))
+    kube.create(repository("app", ns, "/demo/app", "local", ns, policy="WipeOut"))
+    kube.create(repository("other", ns, "/demo/other", "local", ns))
+    kube.create(
+        Snapshot.from_dict(  # type: ignore[attr-defined]
+            {
+                "apiVersion": "storage.kubestash.com/v1alpha1",
+                "kind": "Snapshot",
+                "metadata": {"name": "app-snap", "namespace": ns},
+                "spec": {"repository": "app", "session": "s"},
+            }
+        )
+    )
+
+    async def body(client: AsyncClient) -> None:
+        for name in ("app", "other"):
+            await until(lambda n=name: repo_status(kube, n, ns).get("phase") == "Ready")  # type: ignore[misc]
+        manifest = yaml.safe_load((root / "demo" / "app" / "repository.yaml").read_text())
+        assert manifest["kind"] == "Repository" and manifest["spec"]["path"] == "/demo/app"
+        storage = await until(lambda: len(status_of(kube, "local", ns).get("repositories") or []) == 2)
+        assert storage
+        await asyncio.to_thread(kube.delete, Repository, "app", namespace=ns)
+
+        def app_gone() -> bool:
+            return not [r for r in kube.list(Repository, namespace=ns) if r.metadata.name == "app"]
+
+        await until(app_gone)
+
+    run_with_operator(server, body)
+    assert not (root / "demo" / "app").exists() or not any((root / "demo" / "app").rglob("*.yaml"))
+    assert (root / "demo" / "other" / "repository.yaml").exists(), "WipeOut of one repository spares the others"
+    assert [s.metadata.name for s in kube.list(Snapshot, namespace=ns)] == []
+
+
+def test_repository_not_ready_reasons(server: ServerProcess, kube: Client, ns: str, tmp_path: Path) -> None:
+    other = f"{ns}-owner"
+    kube.create(Namespace(metadata=ObjectMeta(name=other)))
+    kube.create(local_storage("private", other, tmp_path / "private"))
+    kube.create(local_storage("mine", ns, tmp_path / "mine"))
+    kube.create(repository("no-secret", ns, "/a", "mine", ns))
+    kube.create(repository("not-shared", ns, "/b", "private", other))
+
+    async def body(client: AsyncClient) -> tuple[str, str]:
+        def message(name: str) -> str:
+            conds = repo_status(kube, name, ns).get("conditions") or []
+            return str(next((c["message"] for c in conds if c["type"] == "RepositoryInitialized"), ""))
+
+        await until(lambda: "encryption Secret" in message("no-secret") and "usagePolicy" in message("not-shared"))
+        return message("no-secret"), message("not-shared")
+
+    no_secret, not_shared = run_with_operator(server, body)
+    assert no_secret == f'encryption Secret "{ns}/enc" not found'
+    assert f'does not allow use from namespace "{ns}"' in not_shared
+    assert repo_status(kube, "no-secret", ns)["phase"] == "NotReady"

@@ -17,7 +17,7 @@ every ``sync_interval``, which is also how data written by another cluster shows
 
 from __future__ import annotations
 
-import base64
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,7 +25,6 @@ from typing import Any
 
 import yaml
 from lightkube import ApiError, AsyncClient
-from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from kubestash import __version__
@@ -33,6 +32,16 @@ from kubestash.api import conditions as cond
 from kubestash.api.phases import backup_storage_phase
 from kubestash.api.storage import Backend, BackupStorage, Repository, Snapshot
 from kubestash.backends.base import BackendError, ObjectBackend
+from kubestash.controllers.common import (
+    FINALIZER,
+    ensure_finalizer,
+    load_secret,
+    patch_status,
+    record,
+    release_finalizer,
+    remove_condition,
+    set_condition,
+)
 from kubestash.controllers.kinds import by_kind
 from kubestash.runtime.controller import Result
 from kubestash.runtime.events import EventRecorder
@@ -40,7 +49,6 @@ from kubestash.runtime.informer import Informer, Key
 
 log = logging.getLogger(__name__)
 
-FINALIZER = "kubestash.com/cleanup"
 METADATA_FILE = "metadata.yaml"
 REPOSITORY_FILE = "repository.yaml"
 SNAPSHOTS_DIR = "snapshots"
@@ -92,9 +100,8 @@ class BackupStorageReconciler:
         if storage.metadata.deletion_timestamp:
             await self._finalize(storage, data)
             return None
-        if FINALIZER not in (storage.metadata.finalizers or []):
-            await self._patch(storage, {"metadata": {"finalizers": [*(storage.metadata.finalizers or []), FINALIZER]}})
-        status: dict[str, Any] = dict(data.get("status") or {})
+        await ensure_finalizer(self.client, "BackupStorage", data)
+        status: dict[str, Any] = copy.deepcopy(data.get("status") or {})  # the cache is shared: never mutate it
         conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
         secret = await self._secret(storage, conditions)
         backend: ObjectBackend | None = None
@@ -111,10 +118,11 @@ class BackupStorageReconciler:
         model = BackupStorage.model_validate({**data, "status": status})
         status["phase"] = backup_storage_phase(model)
         previous = (data.get("status") or {}).get("phase")
-        await self._patch_status(storage, status)
+        await patch_status(self.client, "BackupStorage", storage.name, storage.namespace, status)
         if status["phase"] != previous:
             message = cond.get_condition(model.status.conditions if model.status else None, cond.BACKEND_INITIALIZED)
-            await self._event(
+            await record(
+                self.events,
                 data,
                 "Normal" if status["phase"] == "Ready" else "Warning",
                 status["phase"],
@@ -127,21 +135,18 @@ class BackupStorageReconciler:
         """The decoded Secret, True when none is needed, False when it is missing."""
         name = secret_name(storage.spec.storage)
         if not name:
-            _remove_condition(conditions, cond.BACKEND_SECRET_FOUND)
+            remove_condition(conditions, cond.BACKEND_SECRET_FOUND)
             return True
-        try:
-            secret = await self.client.get(Secret, name, namespace=storage.namespace)
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise
-            _set_condition(
+        secret = await load_secret(self.client, storage.namespace, name)
+        if secret is None:
+            set_condition(
                 conditions,
                 cond.BACKEND_SECRET_FOUND,
                 "False",
                 "BackendSecretNotAvailable",
                 f'Secret "{storage.namespace}/{name}" not found',
             )
-            _set_condition(
+            set_condition(
                 conditions,
                 cond.BACKEND_INITIALIZED,
                 "False",
@@ -149,10 +154,8 @@ class BackupStorageReconciler:
                 f'waiting for Secret "{name}"',
             )
             return False
-        _set_condition(conditions, cond.BACKEND_SECRET_FOUND, "True", "BackendSecretAvailable", "")
-        decoded = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
-        decoded.update({k: v.encode() for k, v in (secret.stringData or {}).items()})
-        return decoded
+        set_condition(conditions, cond.BACKEND_SECRET_FOUND, "True", "BackendSecretAvailable", "")
+        return secret
 
     async def _initialize(
         self, storage: BackupStorage, secret: Mapping[str, bytes] | None, conditions: list[dict[str, Any]]
@@ -168,7 +171,7 @@ class BackupStorageReconciler:
                 }
                 await backend.put(METADATA_FILE, yaml.safe_dump(meta, sort_keys=False).encode())
         except BackendError as exc:
-            _set_condition(
+            set_condition(
                 conditions,
                 cond.BACKEND_INITIALIZED,
                 "False",
@@ -176,7 +179,7 @@ class BackupStorageReconciler:
                 f"{exc.reason}: {exc.message}",
             )
             return None
-        _set_condition(
+        set_condition(
             conditions,
             cond.BACKEND_INITIALIZED,
             "True",
@@ -279,48 +282,7 @@ class BackupStorageReconciler:
             if secret is not False:
                 backend = self.open_backend(storage.spec.storage, secret if isinstance(secret, Mapping) else None)
                 removed = await backend.delete_prefix("")
-                await self._event(data, "Normal", "WipedOut", f"deleted {removed} objects from {backend.description}")
-        await self._patch(storage, {"metadata": {"finalizers": [f for f in finalizers if f != FINALIZER] or None}})
-
-    # -------------------------------------------------------------- writes
-    async def _patch(self, storage: BackupStorage, patch: dict[str, Any]) -> None:
-        await self.client.patch(
-            by_kind("BackupStorage"), storage.name, patch, namespace=storage.namespace, patch_type=PatchType.MERGE
-        )
-
-    async def _patch_status(self, storage: BackupStorage, status: dict[str, Any]) -> None:
-        await self.client.patch(
-            by_kind("BackupStorage").Status,  # type: ignore[attr-defined]
-            storage.name,
-            {"status": status},
-            namespace=storage.namespace,
-            patch_type=PatchType.MERGE,
-        )
-
-    async def _event(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
-        try:
-            await self.events.record(obj, "Normal" if kind == "Normal" else "Warning", reason, message)
-        except ApiError as exc:
-            log.debug("event not recorded: %s", exc.status.message)
-
-
-def _set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str) -> None:
-    for existing in conditions:
-        if existing.get("type") == type_:
-            if existing.get("status") != status:
-                existing["lastTransitionTime"] = cond.now_rfc3339()
-            existing.update(status=status, reason=reason, message=message)
-            return
-    conditions.append(
-        {
-            "type": type_,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": cond.now_rfc3339(),
-        }
-    )
-
-
-def _remove_condition(conditions: list[dict[str, Any]], type_: str) -> None:
-    conditions[:] = [c for c in conditions if c.get("type") != type_]
+                await record(
+                    self.events, data, "Normal", "WipedOut", f"deleted {removed} objects from {backend.description}"
+                )
+        await release_finalizer(self.client, "BackupStorage", data)

@@ -14,6 +14,7 @@ from lightkube import AsyncClient, KubeConfig
 from kubestash.backends.factory import open_backend
 from kubestash.controllers.backupstorage import BackupStorageReconciler
 from kubestash.controllers.kinds import by_kind
+from kubestash.controllers.repository import RepositoryReconciler
 from kubestash.runtime.controller import Controller
 from kubestash.runtime.events import EventRecorder
 from kubestash.runtime.informer import Informer, Key
@@ -45,8 +46,28 @@ class Operator:
         self.backup_storages = Controller("backupstorage", reconciler)
         self.backup_storages.watch(self.storages)
         self.backup_storages.watch(self.repositories, storage_of_repository)
+        self.repository_controller = Controller(
+            "repository",
+            RepositoryReconciler(
+                client,
+                self.repositories,
+                self.storages,
+                functools.partial(open_backend),
+                EventRecorder(client, COMPONENT),
+                retry_interval=retry_interval,
+            ),
+        )
+        self.repository_controller.watch(self.repositories)
+        self.repository_controller.watch(self.storages, self._repositories_of_storage)
         self.informers = [self.storages, self.repositories]
-        self.controllers = [self.backup_storages]
+        self.controllers = [self.backup_storages, self.repository_controller]
+
+    def _repositories_of_storage(self, storage: dict[str, Any]) -> Iterable[Key]:
+        """A storage turning Ready (or changing) re-examines the repositories that live in it."""
+        key = (storage["metadata"].get("namespace") or "", storage["metadata"]["name"])
+        for repo in self.repositories.list():
+            if next(iter(storage_of_repository(repo)), None) == key:
+                yield repo["metadata"].get("namespace") or "", repo["metadata"]["name"]
 
     async def start(self) -> None:
         for informer in self.informers:

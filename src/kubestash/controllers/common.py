@@ -1,0 +1,92 @@
+"""What every reconciler does the same way: conditions on raw status, Secrets, patches, Events."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
+
+from kubestash.api import conditions as cond
+from kubestash.controllers.kinds import by_kind
+from kubestash.runtime.events import EventKind, EventRecorder
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "kubestash.com/cleanup"
+
+
+def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str) -> None:
+    """Set a condition; ``lastTransitionTime`` moves only when the status changes."""
+    for existing in conditions:
+        if existing.get("type") == type_:
+            if existing.get("status") != status:
+                existing["lastTransitionTime"] = cond.now_rfc3339()
+            existing.update(status=status, reason=reason, message=message)
+            return
+    now = cond.now_rfc3339()
+    conditions.append(
+        {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": now}
+    )
+
+
+def remove_condition(conditions: list[dict[str, Any]], type_: str) -> None:
+    conditions[:] = [c for c in conditions if c.get("type") != type_]
+
+
+async def load_secret(client: AsyncClient, namespace: str, name: str) -> dict[str, bytes] | None:
+    """The Secret's data, decoded; None if it does not exist."""
+    try:
+        secret = await client.get(Secret, name, namespace=namespace)
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return None
+        raise
+    decoded = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+    decoded.update({k: v.encode() for k, v in (secret.stringData or {}).items()})
+    return decoded
+
+
+async def patch(client: AsyncClient, kind: str, name: str, namespace: str, body: Mapping[str, Any]) -> None:
+    await client.patch(by_kind(kind), name, dict(body), namespace=namespace, patch_type=PatchType.MERGE)
+
+
+async def patch_status(client: AsyncClient, kind: str, name: str, namespace: str, status: Mapping[str, Any]) -> None:
+    await client.patch(
+        by_kind(kind).Status,  # type: ignore[attr-defined]
+        name,
+        {"status": dict(status)},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+
+
+async def ensure_finalizer(client: AsyncClient, kind: str, obj: Mapping[str, Any]) -> None:
+    meta = obj.get("metadata") or {}
+    finalizers = list(meta.get("finalizers") or [])
+    if FINALIZER not in finalizers:
+        await patch(
+            client,
+            kind,
+            meta["name"],
+            meta.get("namespace", ""),
+            {"metadata": {"finalizers": [*finalizers, FINALIZER]}},
+        )
+
+
+async def release_finalizer(client: AsyncClient, kind: str, obj: Mapping[str, Any]) -> None:
+    meta = obj.get("metadata") or {}
+    rest = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+    await patch(client, kind, meta["name"], meta.get("namespace", ""), {"metadata": {"finalizers": rest or None}})
+
+
+async def record(events: EventRecorder, obj: Mapping[str, Any], kind: EventKind, reason: str, message: str) -> None:
+    """Record an Event; failing to record one never fails a reconcile."""
+    try:
+        await events.record(dict(obj), kind, reason, message)
+    except ApiError as exc:
+        log.debug("event not recorded: %s", exc.status.message)
