@@ -17,8 +17,11 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Namespace, Secret
 
 from apiserver_process import ServerProcess
+from kubestash.api.storage import Backend
+from kubestash.backends.factory import open_backend
 from kubestash.controllers.kinds import by_kind
 from kubestash.controllers.manager import Operator
+from storage_servers import moto_server
 
 BackupStorage = by_kind("BackupStorage")
 Repository = by_kind("Repository")
@@ -298,3 +301,68 @@ def test_repository_not_ready_reasons(server: ServerProcess, kube: Client, ns: s
     assert no_secret == f'encryption Secret "{ns}/enc" not found'
     assert f'does not allow use from namespace "{ns}"' in not_shared
     assert repo_status(kube, "no-secret", ns)["phase"] == "NotReady"
+
+
+def s3_storage(name: str, ns: str, endpoint: str, bucket: str, policy: str = "Delete") -> Any:
+    return BackupStorage.from_dict(  # type: ignore[attr-defined]
+        {
+            "apiVersion": "storage.kubestash.com/v1alpha1",
+            "kind": "BackupStorage",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "storage": {
+                    "provider": "s3",
+                    "s3": {"endpoint": endpoint, "bucket": bucket, "prefix": "team", "secretName": "s3-creds"},
+                },
+                "deletionPolicy": policy,
+            },
+        }
+    )
+
+
+def test_s3_storage_on_moto_ready_then_missing_bucket_then_wiped_out(
+    server: ServerProcess, kube: Client, ns: str
+) -> None:
+    with moto_server() as moto:
+        moto.create_bucket("kubestash")
+        kube.create(
+            Secret(
+                metadata=ObjectMeta(name="s3-creds", namespace=ns),
+                stringData={"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": SECRET_VALUE},
+            )
+        )
+        kube.create(s3_storage("s3", ns, moto.endpoint, "kubestash", policy="WipeOut"))
+        kube.create(s3_storage("nobucket", ns, moto.endpoint, "missing-bucket"))
+
+        async def body(client: AsyncClient) -> dict[str, Any]:
+            await until(lambda: status_of(kube, "s3", ns).get("phase") == "Ready")
+            missing = await until(
+                lambda: (
+                    (s := status_of(kube, "nobucket", ns)).get("conditions")
+                    and any(c["type"] == "BackendInitialized" for c in s["conditions"])
+                    and s
+                )
+            )
+            backend = open_backend(
+                Backend.model_validate(
+                    {"provider": "s3", "s3": {"endpoint": moto.endpoint, "bucket": "kubestash", "prefix": "team"}}
+                ),
+                {"AWS_ACCESS_KEY_ID": b"AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": SECRET_VALUE.encode()},
+            )
+            assert b"BackendMeta" in await backend.get("metadata.yaml")
+            await asyncio.to_thread(kube.delete, BackupStorage, "s3", namespace=ns)
+
+            async def wiped() -> bool:
+                return not await backend.exists("metadata.yaml")
+
+            deadline = asyncio.get_running_loop().time() + 15
+            while not await wiped():
+                assert asyncio.get_running_loop().time() < deadline, "WipeOut did not delete the data"
+                await asyncio.sleep(0.1)
+            return dict(missing)
+
+        missing = run_with_operator(server, body)
+    initialized = next(c for c in missing["conditions"] if c["type"] == "BackendInitialized")
+    assert missing["phase"] == "NotReady"
+    assert initialized["message"].startswith("BucketNotFound"), initialized["message"]
+    assert SECRET_VALUE not in json.dumps(missing)
