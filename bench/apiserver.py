@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -33,7 +32,6 @@ import socket
 import sqlite3
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from aiohttp import web
+from common import Endpoint, Process, kubestash_argv, log, proc_status_mb, request
 
 NAMESPACE = "bench"
 CONCURRENCY = 32
@@ -56,7 +54,6 @@ WATCH_PROBE_INTERVAL = 0.010
 BACKGROUND_WRITES_PER_S = 200.0
 BACKGROUND_MAX_IN_FLIGHT = 16
 RSS_SAMPLE_INTERVAL = 0.1
-STARTUP_TIMEOUT = 60.0
 REQUEST_TIMEOUT = 60.0
 
 TARGETS: dict[str, float] = {"creates_per_s": 500, "watch_p99_ms": 50, "list_10000_s": 1.0, "rss_mb": 300}
@@ -70,71 +67,8 @@ REFERENCE_DESCRIPTION = (
 )
 
 
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------- processes
-@dataclass
-class Process:
-    """A server subprocess whose log goes to a file; stopped by its own pid only."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def wait_for_file(self, path: Path, timeout: float = STARTUP_TIMEOUT) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if path.exists():
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not start within {timeout:.0f}s:\n{self.log_tail()}")
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def kubestash_argv(data_dir: Path) -> list[str]:
-    candidate = Path(sys.executable).parent / "kubestash"
-    binary = str(candidate) if candidate.exists() else shutil.which("kubestash")
-    if binary is None:
-        raise SystemExit("kubestash is not installed: run with the project's virtualenv (.venv/bin/python)")
-    return [binary, "apiserver", "--data-dir", str(data_dir), "--port", "0"]
-
-
 def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
-    """A field of /proc/<pid>/status in MiB (VmRSS now, VmHWM the kernel's peak)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field_name} for pid {pid}")
+    return proc_status_mb(pid, field_name)
 
 
 @dataclass
@@ -164,28 +98,6 @@ class RssSampler:
                 await self._task
 
 
-# -------------------------------------------------------------------- client
-@dataclass(frozen=True)
-class Endpoint:
-    url: str
-    token: str
-    ssl: ssl.SSLContext
-
-    @classmethod
-    def from_kubeconfig(cls, path: Path) -> Endpoint:
-        config = yaml.safe_load(path.read_text())
-        cluster = config["clusters"][0]["cluster"]
-        ca_pem = base64.b64decode(cluster["certificate-authority-data"]).decode()
-        return cls(cluster["server"], config["users"][0]["user"]["token"], ssl.create_default_context(cadata=ca_pem))
-
-    def session(self, connections: int) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections, ssl=self.ssl),
-            headers={"Authorization": f"Bearer {self.token}", "User-Agent": "kubestash-bench/1.0"},
-            timeout=aiohttp.ClientTimeout(total=None, sock_read=REQUEST_TIMEOUT),
-        )
-
-
 JSON = {"Content-Type": "application/json"}
 
 
@@ -205,17 +117,6 @@ def configmap(name: str, data: dict[str, str]) -> dict[str, Any]:
 
 def object_name(i: int) -> str:
     return f"cm-{i:05d}"
-
-
-async def request(
-    session: aiohttp.ClientSession, method: str, url: str, expect: int, body: dict[str, Any] | None = None
-) -> bytes:
-    payload = None if body is None else json.dumps(body).encode()
-    async with session.request(method, url, data=payload, headers=JSON if body is not None else None) as resp:
-        raw = await resp.read()
-        if resp.status != expect:
-            raise RuntimeError(f"{method} {url}: expected {expect}, got {resp.status}: {raw[:500]!r}")
-        return raw
 
 
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:
@@ -528,7 +429,7 @@ def run(objects: int) -> dict[str, Any]:
     try:
         data_dir = root / "server"
         data_dir.mkdir()
-        server = Process("kubestash apiserver", kubestash_argv(data_dir), root / "server.log")
+        server = Process("kubestash apiserver", kubestash_argv("apiserver", data_dir), root / "server.log")
         processes.append(server)
         server.start()
         server.wait_for_file(data_dir / "kubeconfig")

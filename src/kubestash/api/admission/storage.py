@@ -133,7 +133,8 @@ def validate_repository(obj: Repository, old: Repository | None, lookup: Lookup)
     errors += check_directory(spec.path, "spec.path")
     if old is not None and old.spec.path != spec.path:
         errors.append(forbidden("spec.path", "repository path can not be updated"))
-    if spec.storage_ref is not None and spec.path:
+    unchanged = old is not None and old.spec.path == spec.path and old.spec.storage_ref == spec.storage_ref
+    if spec.storage_ref is not None and spec.path and not unchanged:
         storage_ns = spec.storage_ref.namespace or obj.namespace
         for other in lookup.list(Repository):
             ref = other.spec.storage_ref
