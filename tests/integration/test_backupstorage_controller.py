@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import json
 import logging
 import uuid
@@ -19,9 +21,10 @@ from lightkube.resources.core_v1 import Event, Namespace, Secret
 from apiserver_process import ServerProcess
 from kubestash.api.storage import Backend
 from kubestash.backends.factory import open_backend
+from kubestash.controllers.backupstorage import Opener
 from kubestash.controllers.kinds import by_kind
 from kubestash.controllers.manager import Operator
-from storage_servers import moto_server
+from storage_servers import azurite, moto_server
 
 BackupStorage = by_kind("BackupStorage")
 Repository = by_kind("Repository")
@@ -55,10 +58,10 @@ def local_storage(name: str, ns: str, root: Path, policy: str = "Delete") -> Any
     )
 
 
-def run_with_operator(server: ServerProcess, body: Callable[[AsyncClient], Any]) -> Any:
+def run_with_operator(server: ServerProcess, body: Callable[[AsyncClient], Any], opener: Opener = open_backend) -> Any:
     async def scenario() -> Any:
         client = AsyncClient(config=KubeConfig.from_file(str(server.kubeconfig)))
-        operator = Operator(client, sync_interval=1.0, retry_interval=0.2)
+        operator = Operator(client, sync_interval=1.0, retry_interval=0.2, backend_opener=opener)
         await operator.start()
         try:
             return await body(client)
@@ -366,3 +369,47 @@ def test_s3_storage_on_moto_ready_then_missing_bucket_then_wiped_out(
     assert missing["phase"] == "NotReady"
     assert initialized["message"].startswith("BucketNotFound"), initialized["message"]
     assert SECRET_VALUE not in json.dumps(missing)
+
+
+def test_azure_storage_on_azurite_ready_and_wrong_key_named(server: ServerProcess, kube: Client, ns: str) -> None:
+    """Azure Blob through azurite: the real shared-key protocol, so a wrong key is really refused."""
+    with azurite() as blob:
+        blob.create_container("backups")
+        for name, key in (("azure-creds", blob.key), ("wrong-creds", base64.b64encode(b"not-the-key" * 4).decode())):
+            kube.create(Secret(metadata=ObjectMeta(name=name, namespace=ns), stringData={"AZURE_ACCOUNT_KEY": key}))
+        for name, secret in (("azure", "azure-creds"), ("wrong", "wrong-creds")):
+            kube.create(
+                BackupStorage.from_dict(  # type: ignore[attr-defined]
+                    {
+                        "apiVersion": "storage.kubestash.com/v1alpha1",
+                        "kind": "BackupStorage",
+                        "metadata": {"name": name, "namespace": ns},
+                        "spec": {
+                            "storage": {
+                                "provider": "azure",
+                                "azure": {
+                                    "storageAccount": blob.account,
+                                    "container": "backups",
+                                    "prefix": name,
+                                    "secretName": secret,
+                                },
+                            }
+                        },
+                    }
+                )
+            )
+
+        async def body(client: AsyncClient) -> dict[str, Any]:
+            await until(lambda: status_of(kube, "azure", ns).get("phase") == "Ready")
+            return await until(  # type: ignore[no-any-return]
+                lambda: (
+                    (s := status_of(kube, "wrong", ns)).get("conditions")
+                    and any(c["type"] == "BackendInitialized" for c in s["conditions"])
+                    and s
+                )
+            )
+
+        wrong = run_with_operator(server, body, functools.partial(open_backend, endpoint=blob.endpoint))
+    initialized = next(c for c in wrong["conditions"] if c["type"] == "BackendInitialized")
+    assert wrong["phase"] == "NotReady"
+    assert initialized["message"].startswith("InvalidCredentials"), initialized["message"]

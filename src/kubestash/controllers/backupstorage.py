@@ -162,6 +162,7 @@ class BackupStorageReconciler:
     ) -> ObjectBackend | None:
         try:
             backend = self.open_backend(storage.spec.storage, secret)
+            await backend.check()  # a write says more than a HEAD: wrong key vs. no permission vs. no bucket
             if not await backend.exists(METADATA_FILE):
                 meta = {
                     "apiVersion": "config.kubestash.com/v1alpha1",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 from lightkube import AsyncClient, KubeConfig
 
 from kubestash.backends.factory import open_backend
-from kubestash.controllers.backupstorage import BackupStorageReconciler
+from kubestash.controllers.backupstorage import BackupStorageReconciler, Opener
 from kubestash.controllers.kinds import by_kind
 from kubestash.controllers.repository import RepositoryReconciler
 from kubestash.runtime.controller import Controller
@@ -30,7 +29,15 @@ def storage_of_repository(repo: dict[str, Any]) -> Iterable[Key]:
 
 
 class Operator:
-    def __init__(self, client: AsyncClient, *, sync_interval: float = 300.0, retry_interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        sync_interval: float = 300.0,
+        retry_interval: float = 30.0,
+        backend_opener: Opener = open_backend,
+    ) -> None:
+        """``backend_opener`` decides how a BackupStorage spec becomes a backend (tests point Azure at azurite)."""
         self.client = client
         self.storages = Informer(client, by_kind("BackupStorage"), resync=sync_interval)
         self.repositories = Informer(client, by_kind("Repository"))
@@ -38,7 +45,7 @@ class Operator:
             client,
             self.storages,
             self.repositories,
-            functools.partial(open_backend),
+            backend_opener,
             EventRecorder(client, COMPONENT),
             retry_interval=retry_interval,
             sync_interval=sync_interval,
@@ -52,7 +59,7 @@ class Operator:
                 client,
                 self.repositories,
                 self.storages,
-                functools.partial(open_backend),
+                backend_opener,
                 EventRecorder(client, COMPONENT),
                 retry_interval=retry_interval,
             ),
