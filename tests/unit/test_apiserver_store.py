@@ -95,3 +95,15 @@ def test_subscribers_see_committed_events_only_for_their_resource() -> None:
         return names
 
     assert asyncio.run(scenario()) == ["ADDED:a"]
+
+
+def test_reopen_after_compacting_every_event_keeps_the_version(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db", history=0)
+    store.create("configmaps", "demo", "a", cm("a"))
+    for i in range(5):
+        store.update("configmaps", "demo", "a", cm("a", str(i)))
+    last = store.resource_version
+    store.close()
+    reopened = Store(tmp_path / "s.db", history=0)
+    assert reopened.resource_version == last
+    assert int(reopened.create("configmaps", "demo", "b", cm("b"))["metadata"]["resourceVersion"]) == last + 1

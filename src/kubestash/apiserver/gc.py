@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from kubestash.apiserver.errors import ApiError
-from kubestash.apiserver.objects import FOREGROUND, ORPHAN, ObjectManager
+from kubestash.apiserver.objects import FOREGROUND, ORPHAN, ObjectManager, Propagation
 from kubestash.apiserver.store import Event
 
 log = logging.getLogger(__name__)
@@ -121,12 +121,12 @@ class GarbageCollector:
                 log.exception("garbage collection step %s %s failed", kind, arg)
             await asyncio.sleep(0)
 
-    def _delete(self, key: Key, propagation: str = "Background") -> None:
+    def _delete(self, key: Key, propagation: Propagation = "Background") -> None:
         rt = self.manager.registry.by_key(key[0])
         if rt is None:
             self.store.delete(*key)
             return
-        self.manager.delete(rt, key[1], key[2], propagation=propagation)  # type: ignore[arg-type]
+        self.manager.delete(rt, key[1], key[2], propagation=propagation)
 
     def _collect_dependents(self, owner_uid: str) -> None:
         for key in list(self._dependents.get(owner_uid, ())):

@@ -191,14 +191,14 @@ class ObjectManager:
                 new = patching.json_patch(old, body)
             elif not isinstance(body, dict):
                 raise bad_request("patch must be a JSON object")
-            elif patch_type == "merge" or is_kubestash_api_version(str(old.get("apiVersion", ""))) or rt.schema:
+            elif patch_type == "strategic" and rt.schema is not None:
                 # Custom resources do not support strategic merge patch in kube-apiserver either.
-                if patch_type == "strategic" and rt.schema is not None:
-                    raise ApiError(
-                        415,
-                        "UnsupportedMediaType",
-                        "strategic merge patch is not supported for custom resources; use merge or json patch",
-                    )
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    "strategic merge patch is not supported for custom resources; use merge or json patch",
+                )
+            elif patch_type == "merge":
                 new = patching.merge_patch(old, body)
             else:
                 new = patching.strategic_merge_patch(old, body)
@@ -299,14 +299,14 @@ class ObjectManager:
             raise self._conflict(rt, name)
         if dry_run:
             return old
+        if rt.key == "namespaces":
+            return self._terminate_namespace(old)
         policy = propagation or "Background"
         finalizers = list(meta.get("finalizers") or [])
         if policy == "Foreground" and FOREGROUND not in finalizers:
             finalizers.append(FOREGROUND)
         if policy == "Orphan" and ORPHAN not in finalizers:
             finalizers.append(ORPHAN)
-        if rt.key == "namespaces":
-            return self._terminate_namespace(old)
         if finalizers:
             if meta.get("deletionTimestamp") and finalizers == meta.get("finalizers"):
                 return old

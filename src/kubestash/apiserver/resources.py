@@ -50,17 +50,7 @@ class ResourceType:
 def _core(
     kind: str, plural: str, *, namespaced: bool = True, short: tuple[str, ...] = (), all_: bool = False
 ) -> ResourceType:
-    return ResourceType(
-        "",
-        "v1",
-        kind,
-        plural,
-        kind.lower(),
-        namespaced=namespaced,
-        short_names=short,
-        categories=("all",) if all_ else (),
-        status_subresource=kind in _WITH_STATUS,
-    )
+    return _grouped("", "v1", kind, plural, namespaced=namespaced, short=short, all_=all_)
 
 
 def _grouped(

@@ -42,6 +42,10 @@ class ServerConfig:
     """Change events kept for watches to resume from; older resourceVersions get 410 Gone."""
     extra_crds: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.data_dir / "kubeconfig"
+
 
 class ApiServer:
     """One running server; ``start``/``stop`` for tests, :func:`run` for the CLI."""
@@ -59,7 +63,7 @@ class ApiServer:
 
     @property
     def kubeconfig_path(self) -> Path:
-        return self.config.data_dir / "kubeconfig"
+        return self.config.kubeconfig_path
 
     async def start(self) -> None:
         data_dir = self.config.data_dir

@@ -108,7 +108,9 @@ class Store:
         self._history = history
         row = self._db.execute("SELECT MAX(rv) FROM events").fetchone()
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        self._rv = max(int(row[0] or 0), int(meta.get("rv", 0)))
+        # The newest event is never compacted away (compaction keeps ``history`` >= the floor),
+        # so the last resourceVersion is the newest event's, or the floor after compacting everything.
+        self._rv = max(int(row[0] or 0), int(meta.get("compacted", 0)))
         self._compacted = int(meta.get("compacted", 0))
         self._subscriptions: list[Subscription] = []
         self._writes_since_compaction = 0
@@ -172,13 +174,14 @@ class Store:
         with self._transaction() as rv:
             obj["metadata"]["resourceVersion"] = str(rv)
             try:
+                text = _dumps(obj)
                 self._db.execute(
                     "INSERT INTO objects (resource, namespace, name, rv, data) VALUES (?, ?, ?, ?, ?)",
-                    (resource, namespace, name, rv, _dumps(obj)),
+                    (resource, namespace, name, rv, text),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(name) from None
-            self._append(Event("ADDED", resource, namespace, rv, obj))
+            self._append(Event("ADDED", resource, namespace, rv, obj), text)
         return obj
 
     def update(
@@ -197,11 +200,12 @@ class Store:
                     "please apply your changes to the latest version and try again"
                 )
             obj["metadata"]["resourceVersion"] = str(rv)
+            text = _dumps(obj)
             self._db.execute(
                 "UPDATE objects SET rv=?, data=? WHERE resource=? AND namespace=? AND name=?",
-                (rv, _dumps(obj), resource, namespace, name),
+                (rv, text, resource, namespace, name),
             )
-            self._append(Event("MODIFIED", resource, namespace, rv, obj))
+            self._append(Event("MODIFIED", resource, namespace, rv, obj), text)
         return obj
 
     def delete(self, resource: str, namespace: str, name: str, *, expected_rv: str | None = None) -> dict[str, Any]:
@@ -218,7 +222,7 @@ class Store:
             self._db.execute(
                 "DELETE FROM objects WHERE resource=? AND namespace=? AND name=?", (resource, namespace, name)
             )
-            self._append(Event("DELETED", resource, namespace, rv, obj))
+            self._append(Event("DELETED", resource, namespace, rv, obj), _dumps(obj))
         return obj
 
     @contextmanager
@@ -228,7 +232,6 @@ class Store:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield rv
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rv', ?)", (str(rv),))
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -240,10 +243,10 @@ class Store:
         if self._writes_since_compaction >= min(1000, max(1, self._history // 2)):
             self._compact()
 
-    def _append(self, event: Event) -> None:
+    def _append(self, event: Event, text: str) -> None:
         self._db.execute(
             "INSERT INTO events (rv, resource, namespace, type, data) VALUES (?, ?, ?, ?, ?)",
-            (event.rv, event.resource, event.namespace, event.type, _dumps(event.obj)),
+            (event.rv, event.resource, event.namespace, event.type, text),
         )
         self._pending.append(event)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from kubestash.apiserver.server import ApiServer, ServerConfig, run
+from kubestash.apiserver.server import ServerConfig, run
 
 DEFAULT_DATA_DIR = Path.home() / ".kubestash"
 
@@ -32,6 +32,10 @@ def _options(fn: click.decorators.FC) -> click.decorators.FC:
     return fn
 
 
+def _log_to_stderr() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def _serve(
     data_dir: Path,
     port: int,
@@ -42,7 +46,7 @@ def _serve(
     install_crds: bool = True,
     with_controllers: bool = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr()
     config = ServerConfig(
         data_dir=data_dir,
         host=host,
@@ -51,9 +55,8 @@ def _serve(
         watch_history=watch_history,
         install_crds=install_crds,
     )
-    server = ApiServer(config)
-    click.echo(f"kubeconfig: {server.kubeconfig_path}")
-    click.echo(f"  export KUBECONFIG={server.kubeconfig_path}")
+    click.echo(f"kubeconfig: {config.kubeconfig_path}")
+    click.echo(f"  export KUBECONFIG={config.kubeconfig_path}")
     click.echo("  kubectl api-resources --categories kubestash")
     run(config, with_controllers=with_controllers)
 
@@ -94,7 +97,7 @@ def operator(kubeconfig: Path | None) -> None:
     from kubestash.controllers.manager import Operator, client_from
     from kubestash.runtime.lifecycle import wait_for_shutdown_signal
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr()
 
     async def main() -> None:
         ops = Operator(client_from(kubeconfig))

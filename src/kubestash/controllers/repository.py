@@ -26,6 +26,7 @@ from kubestash.api.storage import BackupStorage, Repository
 from kubestash.backends.base import BackendError, ObjectBackend
 from kubestash.controllers.backupstorage import REPOSITORY_FILE, Opener, secret_name
 from kubestash.controllers.common import (
+    FINALIZER,
     ensure_finalizer,
     load_secret,
     patch_status,
@@ -156,7 +157,7 @@ class RepositoryReconciler:
         await backend.put(path, body)
 
     async def _finalize(self, repo: Repository, data: dict[str, Any]) -> None:
-        if "kubestash.com/cleanup" not in (repo.metadata.finalizers or []):
+        if FINALIZER not in (repo.metadata.finalizers or []):
             return
         for snapshot in await self._snapshots(repo):
             try:
