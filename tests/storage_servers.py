@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import shutil
 import signal
@@ -201,6 +202,18 @@ def azurite() -> Iterator[Azurite]:
 class GcsEmulator:
     endpoint: str
     bucket: str
+
+    def create_bucket(self, bucket: str) -> None:
+        """Create a bucket through the JSON API (the emulator does not check credentials)."""
+        req = urllib.request.Request(
+            f"{self.endpoint}/storage/v1/b?project=kubestash-test",
+            method="POST",
+            data=json.dumps({"name": bucket}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"gcs emulator: creating bucket {bucket} answered {resp.status}")
 
 
 @contextmanager

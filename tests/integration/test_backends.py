@@ -1,11 +1,9 @@
 """The object backends against real servers: a local directory, moto (S3), azurite (Azure) and
 gcp-storage-emulator (GCS), all reached through :func:`kubestash.backends.factory.open_backend`.
 
-local, s3 and azure run the whole contract. GCS runs only what gcp-storage-emulator can answer for
-obstore's XML-API client: a missing object, a missing bucket and an unreachable endpoint. Its PUT
-succeeds without an ETag header (obstore rejects the reply) and its list, HEAD and DELETE answer
-501 Not Implemented, so round trips cannot be tested against it. (It also answers 501 when a bucket name
-contains "-", which obstore percent-encodes, hence the dash-free missing-bucket name.)
+Every provider runs the whole contract. GCS credentials are exchanged for tokens at a stand-in for Google's
+OAuth endpoint (:mod:`google_token_server`; the emulator itself checks none), so a wrong key is refused the
+way Google refuses it.
 
 Every error test also asserts that no secret value leaks into the BackendError message.
 """
@@ -13,6 +11,8 @@ Every error test also asserts that no secret value leaks into the BackendError m
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from google_token_server import TokenServer, google_token_server
 from kubestash.api.storage import Backend
 from kubestash.backends.base import BackendError, ObjectBackend, ObjectInfo
+from kubestash.backends.deadline import TimeLimited
 from kubestash.backends.factory import open_backend
 from storage_servers import Azurite, GcsEmulator, MotoServer, azurite, closed_port, gcs_emulator, moto_server
 
@@ -35,7 +37,7 @@ S3_SECRET = "s3-secret-value-never-shown-0123456789"
 AZURE_WRONG_KEY = "d3Jvbmcta2V5LXRoYXQtaXMtdmFsaWQtYmFzZTY0LWJ1dC1ub3QtdGhlLWFjY291bnQta2V5"
 NO_RETRY: RetryConfig = {"max_retries": 0}
 
-FULL = ["local", "s3", "azure"]
+FULL = ["local", "s3", "azure", "gcs"]
 REMOTE = ["s3", "azure", "gcs"]
 
 
@@ -70,6 +72,12 @@ def gcs() -> Iterator[GcsEmulator]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def google_oauth() -> Iterator[TokenServer]:
+    with google_token_server() as server:
+        yield server
+
+
 # ---------------------------------------------------------------- building backends
 
 
@@ -91,7 +99,9 @@ class Env:
             self.azurite.create_container(self.bucket)
         elif provider == "gcs":
             self.gcs: GcsEmulator = request.getfixturevalue("gcs")
-            self.bucket = self.gcs.bucket
+            self.gcs.create_bucket(self.bucket)
+            self.oauth: TokenServer = request.getfixturevalue("google_oauth")
+            self.gcs_key = self.oauth.service_account_key(f"backup-{self.bucket}@test.iam")
             mp.setenv("STORAGE_EMULATOR_HOST", self.gcs.endpoint)
 
     def open(
@@ -142,7 +152,10 @@ class Env:
         if endpoint is not None:
             self.mp.setenv("STORAGE_EMULATOR_HOST", endpoint)
         storage = Backend.model_validate({"provider": "gcs", "gcs": {"bucket": bucket, "prefix": prefix}})
-        return open_backend(storage, None, retry_config=NO_RETRY)
+        if secret is None:
+            secret = {"GOOGLE_SERVICE_ACCOUNT_JSON_KEY": self.gcs_key.encode()}
+        self.secrets = [json.loads(secret["GOOGLE_SERVICE_ACCOUNT_JSON_KEY"])["private_key"]]
+        return open_backend(storage, secret, retry_config=NO_RETRY)
 
     def assert_clean(self, err: BackendError) -> None:
         for value in self.secrets:
@@ -230,14 +243,14 @@ def test_description_has_no_secret(env: Env) -> None:
     backend = env.open(prefix="desc")
     for value in env.secrets:
         assert value not in backend.description
-    expected = {"local": "local://", "s3": "s3://", "azure": "azure://"}[env.provider]
+    expected = {"local": "local://", "s3": "s3://", "azure": "azure://", "gcs": "gs://"}[env.provider]
     assert backend.description.startswith(expected)
 
 
 # ---------------------------------------------------------------- classified errors
 
 
-@pytest.mark.parametrize("env", [*FULL, "gcs"], indirect=True)
+@pytest.mark.parametrize("env", FULL, indirect=True)
 def test_missing_object_is_not_found(env: Env) -> None:
     backend = env.open(prefix="nf")
     err = fails(backend.get("no/such/object"))
@@ -258,15 +271,18 @@ def test_missing_bucket(env: Env) -> None:
         assert "***" in err.message
     err = fails(backend.check())
     assert err.reason == "BucketNotFound", err.message
-    if env.provider != "gcs":  # the emulator answers 501 to list requests
-        err = fails(collect(backend))
-        assert err.reason == "BucketNotFound", err.message
-        env.assert_clean(err)
+    err = fails(collect(backend))
+    assert err.reason == "BucketNotFound", err.message
+    env.assert_clean(err)
 
 
-@pytest.mark.parametrize("env", ["s3", "azure"], indirect=True)
+@pytest.mark.parametrize("env", REMOTE, indirect=True)
 def test_wrong_credentials(env: Env) -> None:
-    if env.provider == "s3":
+    if env.provider == "gcs":
+        endpoint = None  # a key whose JWTs the token endpoint cannot verify: a revoked or foreign key
+        key = env.oauth.service_account_key(f"backup-{env.bucket}@test.iam", registered=False)
+        secret = {"GOOGLE_SERVICE_ACCOUNT_JSON_KEY": key.encode()}
+    elif env.provider == "s3":
         # moto checks credentials only with auth enforced; no IAM user exists there, so any key is unknown.
         endpoint = env.request.getfixturevalue("moto_auth").endpoint
         secret = {"AWS_ACCESS_KEY_ID": b"AKIAWRONGWRONGWRONG1", "AWS_SECRET_ACCESS_KEY": b"wrong-secret-value-xyz"}
@@ -280,6 +296,16 @@ def test_wrong_credentials(env: Env) -> None:
     err = fails(collect(backend))
     assert err.reason == "InvalidCredentials", err.message
     env.assert_clean(err)
+
+
+def test_malformed_gcs_key_is_invalid_credentials_naming_the_key() -> None:
+    storage = Backend.model_validate({"provider": "gcs", "gcs": {"bucket": "b"}})
+    for value in ("not json secret-ish", '{"type": "service_account", "private_key": "secret-ish"}'):
+        with pytest.raises(BackendError) as info:
+            open_backend(storage, {"GOOGLE_SERVICE_ACCOUNT_JSON_KEY": value.encode()})
+        assert info.value.reason == "InvalidCredentials", info.value.message
+        assert "GOOGLE_SERVICE_ACCOUNT_JSON_KEY" in info.value.message
+        assert "secret-ish" not in info.value.message
 
 
 def test_malformed_azure_key_is_invalid_credentials(tmp_path: Path) -> None:
@@ -325,3 +351,26 @@ def test_unresolvable_host_is_unreachable() -> None:
     err = fails(backend.check())
     assert err.reason == "Unreachable", err.message
     assert S3_SECRET not in err.message
+
+
+def test_silent_endpoint_times_out_as_unreachable() -> None:
+    """A server that accepts connections and never answers: each request is cut off at the operator's limit
+    instead of waiting out the client's minutes of retries."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        storage = Backend.model_validate(
+            {"provider": "s3", "s3": {"endpoint": f"http://127.0.0.1:{port}", "bucket": "b"}}
+        )
+        backend = TimeLimited(
+            open_backend(
+                storage, {"AWS_ACCESS_KEY_ID": S3_KEY_ID.encode(), "AWS_SECRET_ACCESS_KEY": S3_SECRET.encode()}
+            ),
+            0.5,
+        )
+        for op in (backend.check(), backend.get("a"), collect(backend)):
+            err = fails(op)
+            assert err.reason == "Unreachable", err.message
+            assert "no answer within 0.5s" in err.message
+            assert S3_SECRET not in err.message

@@ -9,6 +9,8 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,14 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Namespace, Secret
 
 from apiserver_process import ServerProcess
+from google_token_server import google_token_server
 from kubestash.api.storage import Backend
+from kubestash.backends.base import ObjectBackend
 from kubestash.backends.factory import open_backend
 from kubestash.controllers.backupstorage import Opener
 from kubestash.controllers.kinds import by_kind
 from kubestash.controllers.manager import Operator
-from storage_servers import azurite, moto_server
+from storage_servers import azurite, gcs_emulator, moto_server
 
 BackupStorage = by_kind("BackupStorage")
 Repository = by_kind("Repository")
@@ -169,12 +173,8 @@ def test_unreachable_endpoint_is_reported_and_secrets_never_leak(
     assert SECRET_VALUE not in everything
 
 
-def test_wipeout_deletes_the_data_and_resync_restores_objects(
-    server: ServerProcess, kube: Client, ns: str, tmp_path: Path
-) -> None:
-    root = tmp_path / "backend"
-    repo_dir = root / "demo" / "app"
-    (repo_dir / "snapshots").mkdir(parents=True)
+def kubestash_layout(ns: str) -> dict[str, bytes]:
+    """Files a BackupStorage written by another cluster holds: a Repository and one of its Snapshots."""
     repository = {
         "apiVersion": "storage.kubestash.com/v1alpha1",
         "kind": "Repository",
@@ -193,8 +193,19 @@ def test_wipeout_deletes_the_data_and_resync_restores_objects(
         "spec": {"repository": "app-repo", "session": "frequent", "snapshotID": "01HG", "type": "FullBackup"},
         "status": {"phase": "Succeeded", "snapshotTime": "2023-11-14T22:13:20Z"},
     }
-    (repo_dir / "repository.yaml").write_text(yaml.safe_dump(repository))
-    (repo_dir / "snapshots" / "app-repo-backup-frequent-1700000000.yaml").write_text(yaml.safe_dump(snapshot))
+    return {
+        "demo/app/repository.yaml": yaml.safe_dump(repository).encode(),
+        "demo/app/snapshots/app-repo-backup-frequent-1700000000.yaml": yaml.safe_dump(snapshot).encode(),
+    }
+
+
+def test_wipeout_deletes_the_data_and_resync_restores_objects(
+    server: ServerProcess, kube: Client, ns: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "backend"
+    for path, data in kubestash_layout(ns).items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
     kube.create(local_storage("resync", ns, root, policy="WipeOut"))
 
     async def body(client: AsyncClient) -> None:
@@ -306,110 +317,151 @@ def test_repository_not_ready_reasons(server: ServerProcess, kube: Client, ns: s
     assert repo_status(kube, "no-secret", ns)["phase"] == "NotReady"
 
 
-def s3_storage(name: str, ns: str, endpoint: str, bucket: str, policy: str = "Delete") -> Any:
+@dataclass
+class Remote:
+    """A remote provider's server(s), how a BackupStorage points at them, and Secrets good and wrong."""
+
+    provider: str
+    spec: Callable[[str, str], dict[str, Any]]
+    """(bucket, secretName) -> spec.storage.<provider>, prefix "team"."""
+    bucket: str
+    good: dict[str, str]
+    wrong: dict[str, str]
+    wrong_spec: Callable[[str, str], dict[str, Any]]
+    opener: Opener
+
+    def backend(self) -> ObjectBackend:
+        storage = Backend.model_validate({"provider": self.provider, self.provider: self.spec(self.bucket, "")})
+        return self.opener(storage, {k: v.encode() for k, v in self.good.items()})
+
+
+@contextmanager
+def remote(provider: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
+    """moto (S3; a second moto enforcing auth for the wrong key), gcp-storage-emulator with a stand-in Google
+    token endpoint (GCS; see :mod:`google_token_server`), azurite (Azure: shared-key signatures checked)."""
+    bucket = f"kubestash-{uuid.uuid4().hex[:8]}"
+    if provider == "s3":
+        with moto_server() as moto, moto_server(enforce_auth=True) as strict:
+            moto.create_bucket(bucket)
+            yield Remote(
+                provider,
+                lambda b, secret: {"endpoint": moto.endpoint, "bucket": b, "prefix": "team", "secretName": secret},
+                bucket,
+                {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": SECRET_VALUE},
+                {"AWS_ACCESS_KEY_ID": "AKIDWRONG", "AWS_SECRET_ACCESS_KEY": SECRET_VALUE + "-wrong"},
+                lambda b, secret: {"endpoint": strict.endpoint, "bucket": b, "prefix": "other", "secretName": secret},
+                open_backend,
+            )
+    elif provider == "gcs":
+        with gcs_emulator() as gcs, google_token_server() as oauth:
+            gcs.create_bucket(bucket)
+            monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.endpoint)
+            good = oauth.service_account_key("kubestash@test.iam")
+            wrong = oauth.service_account_key("kubestash@test.iam", registered=False)
+
+            def spec(b: str, secret: str) -> dict[str, Any]:
+                return {"bucket": b, "prefix": "team", "secretName": secret}
+
+            yield Remote(
+                provider,
+                spec,
+                bucket,
+                {"GOOGLE_SERVICE_ACCOUNT_JSON_KEY": good, "GOOGLE_PROJECT_ID": "kubestash-test"},
+                {"GOOGLE_SERVICE_ACCOUNT_JSON_KEY": wrong},
+                lambda b, secret: {**spec(b, secret), "prefix": "other"},
+                open_backend,
+            )
+    else:
+        with azurite() as blob:
+            blob.create_container(bucket)
+
+            def spec(b: str, secret: str) -> dict[str, Any]:
+                return {"storageAccount": blob.account, "container": b, "prefix": "team", "secretName": secret}
+
+            yield Remote(
+                provider,
+                spec,
+                bucket,
+                {"AZURE_ACCOUNT_KEY": blob.key},
+                {"AZURE_ACCOUNT_KEY": base64.b64encode(SECRET_VALUE.encode()).decode()},
+                lambda b, secret: {**spec(b, secret), "prefix": "other"},
+                functools.partial(open_backend, endpoint=blob.endpoint),
+            )
+
+
+def storage_object(name: str, ns: str, provider: str, spec: dict[str, Any], policy: str = "Delete") -> Any:
     return BackupStorage.from_dict(  # type: ignore[attr-defined]
         {
             "apiVersion": "storage.kubestash.com/v1alpha1",
             "kind": "BackupStorage",
             "metadata": {"name": name, "namespace": ns},
-            "spec": {
-                "storage": {
-                    "provider": "s3",
-                    "s3": {"endpoint": endpoint, "bucket": bucket, "prefix": "team", "secretName": "s3-creds"},
-                },
-                "deletionPolicy": policy,
-            },
+            "spec": {"storage": {"provider": provider, provider: spec}, "deletionPolicy": policy},
         }
     )
 
 
-def test_s3_storage_on_moto_ready_then_missing_bucket_then_wiped_out(
-    server: ServerProcess, kube: Client, ns: str
+@pytest.mark.parametrize("provider", ["s3", "gcs", "azure"])
+def test_remote_storage_ready_resynced_wrong_key_missing_bucket_and_wiped_out(
+    provider: str,
+    server: ServerProcess,
+    kube: Client,
+    ns: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with moto_server() as moto:
-        moto.create_bucket("kubestash")
-        kube.create(
-            Secret(
-                metadata=ObjectMeta(name="s3-creds", namespace=ns),
-                stringData={"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": SECRET_VALUE},
-            )
-        )
-        kube.create(s3_storage("s3", ns, moto.endpoint, "kubestash", policy="WipeOut"))
-        kube.create(s3_storage("nobucket", ns, moto.endpoint, "missing-bucket"))
+    """Per provider, the issue's acceptance: Ready with metadata.yaml; a wrong key and a missing bucket each
+    NotReady with the cause named; Repository and Snapshot objects re-created from data already in the
+    backend; WipeOut deleting every object under the prefix; no secret value in status, Events or logs."""
+    caplog.set_level(logging.DEBUG)
+    with remote(provider, monkeypatch) as r:
+        backend = r.backend()
 
-        async def body(client: AsyncClient) -> dict[str, Any]:
-            await until(lambda: status_of(kube, "s3", ns).get("phase") == "Ready")
-            missing = await until(
-                lambda: (
-                    (s := status_of(kube, "nobucket", ns)).get("conditions")
-                    and any(c["type"] == "BackendInitialized" for c in s["conditions"])
-                    and s
-                )
-            )
-            backend = open_backend(
-                Backend.model_validate(
-                    {"provider": "s3", "s3": {"endpoint": moto.endpoint, "bucket": "kubestash", "prefix": "team"}}
-                ),
-                {"AWS_ACCESS_KEY_ID": b"AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": SECRET_VALUE.encode()},
-            )
+        async def seed() -> None:
+            for path, data in kubestash_layout(ns).items():
+                await backend.put(path, data)
+
+        asyncio.run(seed())
+        for name, data in (("good-creds", r.good), ("wrong-creds", r.wrong)):
+            kube.create(Secret(metadata=ObjectMeta(name=name, namespace=ns), stringData=data))
+        kube.create(storage_object("good", ns, provider, r.spec(r.bucket, "good-creds"), policy="WipeOut"))
+        kube.create(storage_object("wrong", ns, provider, r.wrong_spec(r.bucket, "wrong-creds")))
+        kube.create(storage_object("nobucket", ns, provider, r.spec("nosuchbucket", "good-creds")))
+
+        def initialized(name: str) -> dict[str, Any] | None:
+            conditions = status_of(kube, name, ns).get("conditions") or []
+            return next((c for c in conditions if c["type"] == "BackendInitialized"), None)
+
+        async def body(client: AsyncClient) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+            await until(lambda: status_of(kube, "good", ns).get("phase") == "Ready")
             assert b"BackendMeta" in await backend.get("metadata.yaml")
-            await asyncio.to_thread(kube.delete, BackupStorage, "s3", namespace=ns)
+            good = await until(lambda: (s := status_of(kube, "good", ns)).get("repositories") and s)
+            repo = await asyncio.to_thread(kube.get, Repository, "app-repo", namespace=ns)
+            assert repo.spec["storageRef"] == {"name": "good", "namespace": ns}
+            snap = await asyncio.to_thread(kube.get, Snapshot, "app-repo-backup-frequent-1700000000", namespace=ns)
+            assert snap.status["phase"] == "Succeeded"
+            wrong = await until(lambda: initialized("wrong"))
+            missing = await until(lambda: initialized("nobucket"))
 
-            async def wiped() -> bool:
-                return not await backend.exists("metadata.yaml")
-
-            deadline = asyncio.get_running_loop().time() + 15
-            while not await wiped():
+            await asyncio.to_thread(kube.delete, BackupStorage, "good", namespace=ns)
+            deadline = asyncio.get_running_loop().time() + 20
+            while [info.path async for info in backend.list()]:
                 assert asyncio.get_running_loop().time() < deadline, "WipeOut did not delete the data"
-                await asyncio.sleep(0.1)
-            return dict(missing)
+                await asyncio.sleep(0.2)
+            return good, wrong, missing
 
-        missing = run_with_operator(server, body)
-    initialized = next(c for c in missing["conditions"] if c["type"] == "BackendInitialized")
-    assert missing["phase"] == "NotReady"
-    assert initialized["message"].startswith("BucketNotFound"), initialized["message"]
-    assert SECRET_VALUE not in json.dumps(missing)
-
-
-def test_azure_storage_on_azurite_ready_and_wrong_key_named(server: ServerProcess, kube: Client, ns: str) -> None:
-    """Azure Blob through azurite: the real shared-key protocol, so a wrong key is really refused."""
-    with azurite() as blob:
-        blob.create_container("backups")
-        for name, key in (("azure-creds", blob.key), ("wrong-creds", base64.b64encode(b"not-the-key" * 4).decode())):
-            kube.create(Secret(metadata=ObjectMeta(name=name, namespace=ns), stringData={"AZURE_ACCOUNT_KEY": key}))
-        for name, secret in (("azure", "azure-creds"), ("wrong", "wrong-creds")):
-            kube.create(
-                BackupStorage.from_dict(  # type: ignore[attr-defined]
-                    {
-                        "apiVersion": "storage.kubestash.com/v1alpha1",
-                        "kind": "BackupStorage",
-                        "metadata": {"name": name, "namespace": ns},
-                        "spec": {
-                            "storage": {
-                                "provider": "azure",
-                                "azure": {
-                                    "storageAccount": blob.account,
-                                    "container": "backups",
-                                    "prefix": name,
-                                    "secretName": secret,
-                                },
-                            }
-                        },
-                    }
-                )
-            )
-
-        async def body(client: AsyncClient) -> dict[str, Any]:
-            await until(lambda: status_of(kube, "azure", ns).get("phase") == "Ready")
-            return await until(  # type: ignore[no-any-return]
-                lambda: (
-                    (s := status_of(kube, "wrong", ns)).get("conditions")
-                    and any(c["type"] == "BackendInitialized" for c in s["conditions"])
-                    and s
-                )
-            )
-
-        wrong = run_with_operator(server, body, functools.partial(open_backend, endpoint=blob.endpoint))
-    initialized = next(c for c in wrong["conditions"] if c["type"] == "BackendInitialized")
-    assert wrong["phase"] == "NotReady"
-    assert initialized["message"].startswith("InvalidCredentials"), initialized["message"]
+        good, wrong, missing = run_with_operator(server, body, r.opener)
+    assert good["repositories"][0]["name"] == "app-repo"
+    assert wrong["status"] == "False" and wrong["message"].startswith("InvalidCredentials"), wrong
+    assert missing["status"] == "False" and missing["message"].startswith("BucketNotFound"), missing
+    assert status_of(kube, "wrong", ns)["phase"] == "NotReady"
+    assert [r.metadata.name for r in kube.list(Repository, namespace=ns)] == []
+    events = [e.to_dict() for e in kube.list(Event, namespace=ns)]
+    everything = json.dumps(events) + caplog.text + server.log()
+    everything += "".join(json.dumps(status_of(kube, n, ns)) for n in ("wrong", "nobucket"))
+    for data in (r.good, r.wrong):
+        for key, value in data.items():
+            if key != "GOOGLE_PROJECT_ID":
+                assert value not in everything
+    if provider == "gcs":
+        private_keys = [json.loads(d["GOOGLE_SERVICE_ACCOUNT_JSON_KEY"])["private_key"] for d in (r.good, r.wrong)]
+        assert not any(k in everything for k in private_keys)

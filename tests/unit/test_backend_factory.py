@@ -11,6 +11,8 @@ import pytest
 from kubestash.api.storage import Backend, LocalSpec
 from kubestash.backends.base import BackendError
 from kubestash.backends.factory import default_local_root, open_backend
+from kubestash.backends.gcs import GcsBackend
+from kubestash.backends.keys import KeySpace
 from kubestash.backends.object_store import ObstoreBackend, summarize
 
 SECRET = "super-secret-value-0123456789"
@@ -102,7 +104,9 @@ def test_complete_specs_open_offline(tmp_path: Path, monkeypatch: pytest.MonkeyP
     )
     assert s3.description == "s3://b/team"
     assert isinstance(s3, ObstoreBackend)
-    assert s3.prefix == "team"
+    gcs = open_backend(storage({"provider": "gcs", "gcs": {"bucket": "g", "prefix": "p/"}}), None)
+    assert gcs.description == "gs://g/p"
+    assert isinstance(gcs, GcsBackend)
     az = open_backend(
         storage({"provider": "azure", "azure": {"storageAccount": "acct", "container": "c", "prefix": "p"}}),
         {"AZURE_ACCOUNT_KEY": b"c2VjcmV0"},
@@ -124,9 +128,11 @@ def test_default_local_root_joins_sub_path() -> None:
     assert default_local_root(spec) == Path("/data")
 
 
-def test_scrub_replaces_every_secret() -> None:
-    backend = ObstoreBackend(_FakeStore(), description="x", secrets=["abc", "abcdef", ""])  # type: ignore[arg-type]
-    assert backend.scrub("key abcdef and abc") == "key *** and ***"
+def test_keyspace_scrubs_every_secret_and_applies_the_prefix() -> None:
+    keys = KeySpace("x", "/team/", secrets=["abc", "abcdef", ""])
+    assert keys.scrub("key abcdef and abc") == "key *** and ***"
+    assert keys.key("/a/b/") == "team/a/b" and keys.join("") == "team" and keys.relative("team/a") == "a"
+    assert KeySpace("y").join("a") == "a"
 
 
 def test_summarize_reads_xml_error() -> None:

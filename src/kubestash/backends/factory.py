@@ -1,7 +1,8 @@
 """Build the :class:`ObjectBackend` a BackupStorage describes: its ``spec.storage`` plus its Secret's data.
 
-Every provider is served by obstore (:class:`~kubestash.backends.object_store.ObstoreBackend`), so this module
-only translates KubeStash's fields and Secret keys into obstore configuration, and rejects incomplete ones
+S3, Azure and local directories are served by obstore (:class:`~kubestash.backends.object_store.ObstoreBackend`),
+GCS by Google's own client (:class:`~kubestash.backends.gcs.GcsBackend`, which says why), so this module
+only translates KubeStash's fields and Secret keys into client configuration, and rejects incomplete ones
 with ``BackendError("InvalidConfiguration")`` naming the field or key -- never a value.
 
 Provider notes:
@@ -12,13 +13,8 @@ Provider notes:
   Without ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` obstore's default chain is used (environment,
   web identity / IRSA, container and instance metadata).
 * **gcs** -- ``GOOGLE_SERVICE_ACCOUNT_JSON_KEY`` is the service-account key JSON; without a Secret
-  application-default credentials apply. ``GOOGLE_PROJECT_ID`` is accepted but unused: object access needs
-  only the bucket. When ``STORAGE_EMULATOR_HOST`` is set (the variable Google's SDKs honour) requests go
-  there unauthenticated. Production code uses obstore for GCS too. obstore talks to GCS through its XML API,
-  which gcp-storage-emulator (the only GCS emulator installable here) barely implements (PUT answers without
-  ETag, list/HEAD/DELETE answer 501), so against the emulator only "object missing", "bucket missing" and
-  "unreachable" can be tested; we keep obstore rather than adding google-cloud-storage (a second, blocking
-  client stack) just to satisfy an emulator.
+  application-default credentials apply. ``GOOGLE_PROJECT_ID`` names the client's project (object access
+  needs only the bucket). ``STORAGE_EMULATOR_HOST`` redirects requests to an emulator.
 * **azure** -- ``storageAccount``, ``container`` and ``AZURE_ACCOUNT_KEY`` (shared key); without a Secret
   obstore's default chain applies (workload identity, managed identity). The blob endpoint can be
   overridden with the ``endpoint`` keyword (azurite in tests, embedded mode), e.g.
@@ -33,15 +29,15 @@ only an idle-pool size, which is set to the same number).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
+from obstore.store import AzureStore, LocalStore, S3Store
 
 from kubestash.api.storage import Backend, LocalSpec
 from kubestash.backends.base import BackendError, ObjectBackend
+from kubestash.backends.gcs import GcsBackend, build_credentials, emulator_host
 from kubestash.backends.object_store import ObstoreBackend, classify
 
 if TYPE_CHECKING:
@@ -159,34 +155,22 @@ def _gcs(storage: Backend, values: dict[str, str], retry_config: RetryConfig | N
     if spec is None:
         raise _missing_field("spec.storage.gcs")
     bucket = _required(spec.bucket, "spec.storage.gcs.bucket")
-    options: ClientConfig = {}
-    _pool(options, spec.max_connections)
-    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    emulator = emulator_host()
     key_json = values.get(GOOGLE_SERVICE_ACCOUNT_JSON_KEY)
     if values and key_json is None and emulator is None:
         raise BackendError("InvalidConfiguration", f"the storage Secret has no {GOOGLE_SERVICE_ACCOUNT_JSON_KEY} key")
-    if emulator:
-        base = emulator.rstrip("/") if "://" in emulator else f"http://{emulator.rstrip('/')}"
-        if base.startswith("http://"):
-            options["allow_http"] = True
-        # obstore's documented way to reach an emulator: a service account that names the base URL and
-        # turns OAuth off, so no credential is needed or sent.
-        key_json = json.dumps(
-            {"gcs_base_url": base, "disable_oauth": True, "client_email": "", "private_key": "", "private_key_id": ""}
-        )
-    try:
-        if key_json is not None:
-            store = GCSStore(bucket, service_account_key=key_json, client_options=options, retry_config=retry_config)
-        else:
-            store = GCSStore(bucket, client_options=options, retry_config=retry_config)
-    except Exception as e:
-        raise _config_error(e, "gcs", values) from None
-    return ObstoreBackend(
-        store,
+    credentials = build_credentials(key_json, emulator=emulator is not None)
+    no_retry = retry_config is not None and retry_config.get("max_retries") == 0
+    return GcsBackend(
+        bucket,
+        credentials=credentials,
+        project=values.get(GOOGLE_PROJECT_ID),
+        endpoint=emulator,
         description=_describe("gs", bucket, spec.prefix),
         prefix=spec.prefix or "",
         secrets=_secret_values(values),
         max_connections=spec.max_connections,
+        retry_timeout=None if no_retry else 60.0,
     )
 
 

@@ -4,15 +4,13 @@ obstore (Rust ``object_store`` bindings) speaks all four providers with one asyn
 differences live only in how a store is built (:mod:`kubestash.backends.factory`). This class adds what the
 rest of KubeStash needs on top:
 
-* the BackupStorage ``prefix`` -- applied here rather than by the store, so listed paths come back relative
-  to it the same way for every provider;
+* the BackupStorage ``prefix`` and secret scrubbing (:class:`~kubestash.backends.keys.KeySpace`);
 * classified errors (:class:`~kubestash.backends.base.BackendError`). obstore raises ``FileNotFoundError``
   for any 404 and mostly ``GenericError``/``PermissionDeniedError`` otherwise, so the reason is read from
   the exception type *and* the provider's error code quoted in the message (``NoSuchBucket``,
   ``ContainerNotFound``, ``InvalidAccessKeyId``, ``AuthenticationFailed``...). A 404 on a write or a list
   can only mean the bucket/container is missing, whatever the body says (GCS sends none);
-* messages safe for a status condition: only the summary line of the obstore error is kept, shortened,
-  and every known secret value (the Secret's keys/tokens) is replaced by ``***``;
+* messages safe for a status condition: only the summary line of the obstore error is kept, shortened;
 * an optional cap on concurrent requests (``maxConnections``), because obstore's HTTP client has no
   connection limit of its own -- only an idle-pool size.
 """
@@ -29,6 +27,7 @@ import obstore
 from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 
 from kubestash.backends.base import BackendError, ErrorReason, ObjectInfo
+from kubestash.backends.keys import KeySpace
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -78,24 +77,17 @@ class ObstoreBackend:
         max_connections: int | None = None,
     ) -> None:
         self._store = store
-        self._description = description
-        self._prefix = prefix.strip("/")
-        # Longest first, so a secret containing another is scrubbed whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._keys = KeySpace(description, prefix, secrets)
         self._limit = asyncio.Semaphore(max_connections) if max_connections and max_connections > 0 else None
 
     @property
     def description(self) -> str:
-        return self._description
-
-    @property
-    def prefix(self) -> str:
-        return self._prefix
+        return self._keys.description
 
     # ------------------------------------------------------------ operations
 
     async def put(self, path: str, data: bytes) -> None:
-        key = self._key(path)
+        key = self._keys.key(path)
         try:
             async with self._slot():
                 await obstore.put_async(self._store, key, data)
@@ -103,7 +95,7 @@ class ObstoreBackend:
             raise self._error(e, "put", path, missing_means_bucket=True) from None
 
     async def get(self, path: str) -> bytes:
-        key = self._key(path)
+        key = self._keys.key(path)
         try:
             async with self._slot():
                 result = await obstore.get_async(self._store, key)
@@ -112,7 +104,7 @@ class ObstoreBackend:
             raise self._error(e, "get", path) from None
 
     async def exists(self, path: str) -> bool:
-        key = self._key(path)
+        key = self._keys.key(path)
         try:
             async with self._slot():
                 await obstore.head_async(self._store, key)
@@ -124,13 +116,12 @@ class ObstoreBackend:
         return True
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        full = self._join(prefix.strip("/"))
-        strip = len(self._prefix) + 1 if self._prefix else 0
+        full = self._keys.join(prefix)
         try:
             stream = obstore.list(self._store, full or None, chunk_size=1000)
             async for batch in stream:
                 for meta in batch:
-                    yield ObjectInfo(path=meta["path"][strip:], size=int(meta["size"]))
+                    yield ObjectInfo(path=self._keys.relative(meta["path"]), size=int(meta["size"]))
         except Exception as e:
             err = self._error(e, "list", prefix, missing_means_bucket=True)
             if err.reason == "NotFound":  # a local directory that does not exist yet: nothing under it
@@ -138,7 +129,7 @@ class ObstoreBackend:
             raise err from None
 
     async def delete(self, path: str) -> None:
-        key = self._key(path)
+        key = self._keys.key(path)
         try:
             async with self._slot():
                 await obstore.delete_async(self._store, key)
@@ -148,7 +139,7 @@ class ObstoreBackend:
                 raise err from None
 
     async def delete_prefix(self, prefix: str) -> int:
-        paths = [self._join(info.path) async for info in self.list(prefix)]
+        paths = [self._keys.join(info.path) async for info in self.list(prefix)]
         for start in range(0, len(paths), _DELETE_BATCH):
             batch = paths[start : start + _DELETE_BATCH]
             try:
@@ -170,27 +161,9 @@ class ObstoreBackend:
     def _slot(self) -> asyncio.Semaphore | _NoLimit:
         return self._limit if self._limit is not None else _NO_LIMIT
 
-    def _join(self, rel: str) -> str:
-        if not rel:
-            return self._prefix
-        return f"{self._prefix}/{rel}" if self._prefix else rel
-
-    def _key(self, path: str) -> str:
-        rel = path.strip("/")
-        if not rel:
-            raise BackendError("InvalidConfiguration", f"empty object path in {self._description}")
-        return self._join(rel)
-
     def _error(self, exc: BaseException, op: str, path: str, *, missing_means_bucket: bool = False) -> BackendError:
         reason, detail = classify(exc, missing_means_bucket=missing_means_bucket)
-        where = f"{self._description}/{path.strip('/')}" if path.strip("/") else self._description
-        return BackendError(reason, self.scrub(f"{op} {where}: {detail}"))
-
-    def scrub(self, text: str) -> str:
-        """``text`` with every known secret value replaced by ``***``."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._keys.error(reason, op, path, detail)
 
 
 class _NoLimit:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lightkube import AsyncClient, KubeConfig
 
+from kubestash.api.storage import Backend
+from kubestash.backends.base import ObjectBackend
+from kubestash.backends.deadline import DEFAULT_SECONDS, TimeLimited
 from kubestash.backends.factory import open_backend
 from kubestash.controllers.backupstorage import BackupStorageReconciler, Opener
 from kubestash.controllers.kinds import by_kind
@@ -36,21 +39,30 @@ class Operator:
         sync_interval: float = 300.0,
         retry_interval: float = 30.0,
         backend_opener: Opener = open_backend,
+        backend_timeout: float = DEFAULT_SECONDS,
+        workers: int = 4,
     ) -> None:
-        """``backend_opener`` decides how a BackupStorage spec becomes a backend (tests point Azure at azurite)."""
+        """``backend_opener`` decides how a BackupStorage spec becomes a backend (tests point Azure at azurite);
+        every backend request it opens gets ``backend_timeout`` seconds (:mod:`kubestash.backends.deadline`).
+        Reconciles wait on I/O, so ``workers`` per controller are cheap; several keep a dead endpoint from
+        delaying every other object."""
         self.client = client
+
+        def opener(storage: Backend, secret: Mapping[str, bytes] | None) -> ObjectBackend:
+            return TimeLimited(backend_opener(storage, secret), backend_timeout)
+
         self.storages = Informer(client, by_kind("BackupStorage"), resync=sync_interval)
         self.repositories = Informer(client, by_kind("Repository"))
         reconciler = BackupStorageReconciler(
             client,
             self.storages,
             self.repositories,
-            backend_opener,
+            opener,
             EventRecorder(client, COMPONENT),
             retry_interval=retry_interval,
             sync_interval=sync_interval,
         )
-        self.backup_storages = Controller("backupstorage", reconciler)
+        self.backup_storages = Controller("backupstorage", reconciler, workers=workers)
         self.backup_storages.watch(self.storages)
         self.backup_storages.watch(self.repositories, storage_of_repository)
         self.repository_controller = Controller(
@@ -59,10 +71,11 @@ class Operator:
                 client,
                 self.repositories,
                 self.storages,
-                backend_opener,
+                opener,
                 EventRecorder(client, COMPONENT),
                 retry_interval=retry_interval,
             ),
+            workers=workers,
         )
         self.repository_controller.watch(self.repositories)
         self.repository_controller.watch(self.storages, self._repositories_of_storage)

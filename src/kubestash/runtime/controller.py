@@ -67,11 +67,18 @@ class Controller:
         for i in range(self.workers):
             self._tasks.append(loop.create_task(self._worker(), name=f"{self.name}-worker-{i}"))
 
-    async def stop(self) -> None:
-        """Stop taking work; reconciles already running finish first."""
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking work; reconciles already running get ``grace`` seconds to finish, then are cancelled.
+
+        Cancelling is safe because reconciles are level-triggered: the next start redoes whatever was cut
+        short. Without the limit, one reconcile waiting on a dead endpoint would hold up shutdown."""
         self.queue.shutdown()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
     async def _worker(self) -> None:
