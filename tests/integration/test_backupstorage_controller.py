@@ -465,3 +465,30 @@ def test_remote_storage_ready_resynced_wrong_key_missing_bucket_and_wiped_out(
     if provider == "gcs":
         private_keys = [json.loads(d["GOOGLE_SERVICE_ACCOUNT_JSON_KEY"])["private_key"] for d in (r.good, r.wrong)]
         assert not any(k in everything for k in private_keys)
+
+
+def test_operator_rides_out_an_api_server_restart(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """The API server stops and starts again under a running operator: a storage created before and one
+    created after both go Ready, and each side effect (the Ready Event, the metadata.yaml write) happens once."""
+    fresh_server.start()
+    kube = Client(config=KubeConfig.from_file(str(fresh_server.kubeconfig)))
+    ns = "restart"
+    kube.create(Namespace(metadata=ObjectMeta(name=ns)))
+    kube.create(local_storage("before", ns, tmp_path / "before"))
+
+    async def body(client: AsyncClient) -> None:
+        await until(lambda: status_of(kube, "before", ns).get("phase") == "Ready")
+        written = (tmp_path / "before" / "metadata.yaml").stat().st_mtime_ns
+        await asyncio.to_thread(fresh_server.stop)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(fresh_server.start)
+        again = Client(config=KubeConfig.from_file(str(fresh_server.kubeconfig)))
+        await asyncio.to_thread(again.create, local_storage("after", ns, tmp_path / "after"))
+        await until(lambda: status_of(again, "after", ns).get("phase") == "Ready", timeout=30)
+        await asyncio.sleep(1.5)  # a resync period: nothing is done twice
+        assert (tmp_path / "before" / "metadata.yaml").stat().st_mtime_ns == written
+
+    run_with_operator(fresh_server, body)
+    kube = Client(config=KubeConfig.from_file(str(fresh_server.kubeconfig)))
+    events = sorted((e.involvedObject.name, e.reason, e.count or 1) for e in kube.list(Event, namespace=ns))
+    assert events == [("after", "Ready", 1), ("before", "Ready", 1)]
