@@ -13,6 +13,7 @@ the exact grammar instead, and returns the reason a user can act on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from kubestash.api.durations import parse_go_duration
 
@@ -101,3 +102,19 @@ def _value(text: str, field: _Field) -> int:
     if not field.low <= value <= field.high:
         raise ValueError(f"{value} is out of range {field.low}-{field.high}")
     return value
+
+
+def next_fire(schedule: str, after: datetime) -> datetime:
+    """The first time strictly after ``after`` that ``schedule`` fires (UTC, like a CronJob without a time zone).
+
+    ``@every D`` fires every D counted from ``after`` (robfig/cron's rule: the next run is the last one plus D).
+    Assumes a schedule :func:`schedule_error` accepted.
+    """
+    from croniter import croniter
+
+    spec = schedule.strip()
+    if spec.startswith("@every"):
+        return after + parse_go_duration(spec.split(None, 1)[1])
+    base = after.astimezone(UTC)
+    fired: datetime = croniter(spec, base).get_next(datetime)
+    return fired.astimezone(UTC)

@@ -266,6 +266,8 @@ class ObjectManager:
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             deleted = self._remove(rt, namespace, name, expected)
             return Result(deleted, warnings=warnings)
+        if _unchanged(old, new):
+            return Result(old, warnings=warnings)  # kube-apiserver does not persist no-op writes either
         try:
             stored = self.store.update(rt.key, namespace if rt.namespaced else "", name, new, expected_rv=expected)
         except Conflict:
@@ -486,3 +488,16 @@ def _ns(rt: ResourceType, namespace: str) -> str:
 def _body(obj: dict[str, Any]) -> dict[str, Any]:
     """Everything that counts for ``generation``: all but metadata and status."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _unchanged(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Equal but for resourceVersion and managedFields timestamps: a write that changes nothing."""
+
+    def comparable(obj: dict[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+        meta["managedFields"] = [
+            {k: v for k, v in entry.items() if k != "time"} for entry in meta.get("managedFields") or []
+        ]
+        return {**obj, "metadata": meta}
+
+    return comparable(old) == comparable(new)

@@ -42,11 +42,14 @@ class Credentials:
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """Write atomically (temp file + rename): a reader never sees a half-written kubeconfig or key."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    os.chmod(path, 0o600)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 def write_private_text(path: Path, text: str) -> None:

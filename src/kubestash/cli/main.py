@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from kubestash import __version__
+from kubestash.cli.backup import get, pause, resume, trigger
 from kubestash.cli.crds import crds
 from kubestash.cli.up import apiserver, operator, up
 from kubestash.cli.validate import validate
@@ -21,3 +22,7 @@ main.add_command(validate)
 main.add_command(up)
 main.add_command(apiserver)
 main.add_command(operator)
+main.add_command(trigger)
+main.add_command(pause)
+main.add_command(resume)
+main.add_command(get)

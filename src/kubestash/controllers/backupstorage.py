@@ -30,6 +30,7 @@ from lightkube.types import PatchType
 from kubestash import __version__
 from kubestash.api import conditions as cond
 from kubestash.api.phases import backup_storage_phase
+from kubestash.api.sizes import human_size, parse_size
 from kubestash.api.storage import Backend, BackupStorage, Repository, Snapshot
 from kubestash.backends.base import BackendError, ObjectBackend
 from kubestash.controllers.common import (
@@ -54,27 +55,6 @@ REPOSITORY_FILE = "repository.yaml"
 SNAPSHOTS_DIR = "snapshots"
 
 Opener = Callable[[Backend, Mapping[str, bytes] | None], ObjectBackend]
-
-
-def human_size(size: int) -> str:
-    """``12.222 MiB`` style, as KubeStash prints sizes."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.3f} {unit}" if unit != "B" else f"{int(value)} B"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def parse_size(text: str | None) -> int:
-    if not text:
-        return 0
-    number, _, unit = text.partition(" ")
-    factors = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
-    try:
-        return int(float(number) * factors.get(unit or "B", 1))
-    except ValueError:
-        return 0
 
 
 def secret_name(backend: Backend) -> str | None:

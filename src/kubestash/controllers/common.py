@@ -90,3 +90,15 @@ async def record(events: EventRecorder, obj: Mapping[str, Any], kind: EventKind,
         await events.record(dict(obj), kind, reason, message)
     except ApiError as exc:
         log.debug("event not recorded: %s", exc.status.message)
+
+
+async def create(client: AsyncClient, manifest: Mapping[str, Any]) -> bool:
+    """Create an object of one of our kinds (or a core kind) from its manifest; False if it exists already."""
+    resource = by_kind(str(manifest["kind"])).from_dict(dict(manifest))  # type: ignore[attr-defined]
+    try:
+        await client.create(resource)
+    except ApiError as exc:
+        if exc.status.code == 409:
+            return False
+        raise
+    return True

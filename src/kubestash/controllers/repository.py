@@ -69,7 +69,7 @@ class RepositoryReconciler:
         status: dict[str, Any] = copy.deepcopy(data.get("status") or {})  # the cache is shared: never mutate it
         conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
         try:
-            backend = await self._backend(repo)
+            backend = await self.backend_for(repo)
             await self._check_encryption_secret(repo)
             await self._write_manifest(repo, backend)
         except NotReadyYet as exc:
@@ -83,7 +83,9 @@ class RepositoryReconciler:
         status["conditions"] = conditions
         status["phase"] = repository_phase(Repository.model_validate({**data, "status": status}))
         if status != (data.get("status") or {}):
-            await patch_status(self.client, "Repository", repo.name, repo.namespace, status)
+            # Only what this controller owns: the Snapshot controller writes the backup summary fields.
+            owned = {"conditions": status["conditions"], "phase": status["phase"]}
+            await patch_status(self.client, "Repository", repo.name, repo.namespace, owned)
         if status["phase"] != (data.get("status") or {}).get("phase"):
             current = next(c for c in conditions if c["type"] == cond.REPOSITORY_INITIALIZED)
             kind: EventKind = "Normal" if status["phase"] == "Ready" else "Warning"
@@ -91,7 +93,7 @@ class RepositoryReconciler:
         return None if status["phase"] == "Ready" else Result(requeue_after=self.retry_interval)
 
     # ---------------------------------------------------------------- steps
-    def _storage(self, repo: Repository) -> BackupStorage:
+    def storage_of(self, repo: Repository) -> BackupStorage:
         ref = repo.spec.storage_ref
         if ref is None:
             raise NotReadyYet("spec.storageRef is not set")
@@ -104,8 +106,9 @@ class RepositoryReconciler:
             raise NotReadyYet(f'BackupStorage "{namespace}/{ref.name}" is not Ready')
         return storage
 
-    async def _backend(self, repo: Repository) -> ObjectBackend:
-        storage = self._storage(repo)
+    async def backend_for(self, repo: Repository) -> ObjectBackend:
+        """The backend of the repository's BackupStorage, if it may be used from the repository's namespace."""
+        storage = self.storage_of(repo)
         if storage.namespace != repo.namespace:
             labels = await self._namespace_labels(repo.namespace)
             policy = storage.spec.usage_policy
@@ -167,7 +170,7 @@ class RepositoryReconciler:
                     raise
         if repo.spec.deletion_policy == "WipeOut":
             try:
-                backend = await self._backend(repo)
+                backend = await self.backend_for(repo)
                 removed = await backend.delete_prefix((repo.spec.path or "").strip("/") + "/")
                 await record(self.events, data, "Normal", "WipedOut", f"deleted {removed} objects of this repository")
             except (NotReadyYet, BackendError) as exc:

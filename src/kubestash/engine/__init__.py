@@ -1,0 +1,1 @@
+"""Restic-format repositories behind one interface (:mod:`kubestash.engine.base`)."""

@@ -1,0 +1,157 @@
+"""The local executor: each backup or restore component runs as a process of its own on this machine.
+
+This is embedded mode's stand-in for a Kubernetes Job. The process is the same task runner a Job's container
+runs (``kubestash task ...``): it reads its objects from the API server and reports into their status, so a
+controller sees no difference. What only the executor knows is whether the process is still alive; when one
+exits, ``on_exit`` tells the owning controller, which compares the exit with what the task reported (a
+process killed before reporting is a failure the user must see, not a session that waits forever).
+
+Processes get their own process group, so a deadline or a shutdown stops the task *and* the engine it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE = 3.0
+EXIT_SUCCEEDED = 0
+EXIT_REPORTED_FAILURE = 3
+"""The task reported its failure into status itself; any other non-zero exit is a crash nobody reported."""
+
+
+@dataclass(frozen=True)
+class Invocation:
+    key: str
+    """Unique per task run, e.g. ``<namespace>/<snapshot>/<component>``."""
+    argv: tuple[str, ...]
+    owner: tuple[str, str]
+    """(namespace, name) of the object whose controller is told about the exit."""
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class _Run:
+    invocation: Invocation
+    process: asyncio.subprocess.Process
+    returncode: int | None = None
+    killed_for: str | None = None
+
+
+ExitCallback = Callable[[Invocation, int, str | None], None]
+
+
+class LocalExecutor:
+    def __init__(self, on_exit: ExitCallback | None = None, *, log_dir: Path | None = None) -> None:
+        self._on_exit = on_exit
+        self._runs: dict[str, _Run] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._log_dir = log_dir
+
+    def set_exit_callback(self, on_exit: ExitCallback) -> None:
+        self._on_exit = on_exit
+
+    def known(self, key: str) -> bool:
+        return key in self._runs
+
+    def running(self, key: str) -> bool:
+        run = self._runs.get(key)
+        return run is not None and run.returncode is None
+
+    def returncode(self, key: str) -> int | None:
+        run = self._runs.get(key)
+        return None if run is None else run.returncode
+
+    def kill_reason(self, key: str) -> str | None:
+        """Why the executor stopped this task (deadline, deletion, shutdown), if it did."""
+        run = self._runs.get(key)
+        return None if run is None else run.killed_for
+
+    async def launch(self, invocation: Invocation) -> bool:
+        """Start the process unless this key already ran; True if started now."""
+        if invocation.key in self._runs:
+            return False
+        stdout: int | None = None
+        logfile = None
+        if self._log_dir is not None:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            logfile = (self._log_dir / (invocation.key.replace("/", "_") + ".log")).open("ab")
+            stdout = logfile.fileno()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *invocation.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=asyncio.subprocess.STDOUT if stdout is not None else None,
+                env={**os.environ, **invocation.env},
+                start_new_session=True,
+            )
+        finally:
+            if logfile is not None:
+                logfile.close()
+        run = _Run(invocation, process)
+        self._runs[invocation.key] = run
+        task = asyncio.get_running_loop().create_task(self._watch(run), name=f"executor-{invocation.key}")
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+        log.info("started %s (pid %d)", invocation.key, process.pid)
+        return True
+
+    async def kill(self, key: str, reason: str) -> None:
+        """Stop a running task (SIGTERM to its group, SIGKILL after a grace); ``reason`` reaches on_exit."""
+        run = self._runs.get(key)
+        if run is None or run.returncode is not None:
+            return
+        run.killed_for = reason
+        await _terminate(run.process)
+
+    async def kill_owned_by(self, owner: tuple[str, str], reason: str) -> None:
+        await asyncio.gather(
+            *(self.kill(k, reason) for k, r in list(self._runs.items()) if r.invocation.owner == owner)
+        )
+
+    def forget(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            run = self._runs.get(key)
+            if run is not None and run.returncode is not None:
+                del self._runs[key]
+
+    async def stop(self) -> None:
+        """Stop every task still running: on this machine they would otherwise outlive the operator unseen."""
+        await asyncio.gather(*(self.kill(k, "the operator stopped") for k in list(self._runs)))
+        for task in list(self._watchers):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._watchers, return_exceptions=True)
+
+    async def _watch(self, run: _Run) -> None:
+        code = await run.process.wait()
+        run.returncode = code
+        log.info("%s exited with %d", run.invocation.key, code)
+        if self._on_exit is not None:
+            self._on_exit(run.invocation, code, run.killed_for)
+
+
+async def _terminate(process: asyncio.subprocess.Process) -> None:
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            await asyncio.wait_for(process.wait(), wait)
+            return
+        except TimeoutError:
+            continue
+
+
+def task_command(*args: str) -> tuple[str, ...]:
+    """The argv of ``kubestash task ...`` with this interpreter (no reliance on PATH)."""
+    return (sys.executable, "-m", "kubestash.cli.task", *args)

@@ -1,0 +1,264 @@
+"""The backup task of one component: what a KubeStash backup Job's container does, as a process of ours.
+
+It reads everything from the API server (Snapshot → BackupSession → BackupConfiguration session →
+Repository → BackupStorage, Addon task → Function arguments, target → this component's volumes), backs each
+requested path up into the component's restic repository ``<repo path>/repository/v1/<session>/<component>``,
+and reports into ``Snapshot.status.components[<component>]``: Running with progress (about once a second),
+then Succeeded with size, duration, integrity and the restic summary per path, or Failed with the reason.
+Reporting is a merge patch of that one component, so components of one Snapshot never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+
+from kubestash.api.addons import Addon, Function
+from kubestash.api.backup import BackupConfiguration, BackupSession, Session
+from kubestash.api.durations import format_go_duration, parse_go_duration
+from kubestash.api.naming import component_path
+from kubestash.api.shared import TypedObjectReference
+from kubestash.api.sizes import human_size
+from kubestash.api.storage import BackupStorage, Repository, Snapshot
+from kubestash.controllers.common import load_secret, patch_status
+from kubestash.controllers.kinds import by_kind
+from kubestash.engine.base import BackupSummary, Engine, EngineError, Progress, ProgressCallback
+from kubestash.engine.location import repository_target
+from kubestash.executor.local import EXIT_REPORTED_FAILURE, EXIT_SUCCEEDED
+from kubestash.executor.volumes import VolumeError, host_paths, resolve_target
+from kubestash.tasks.resolve import TaskError, resolve_task
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 1.0
+
+
+class TaskFailed(Exception):
+    """The backup cannot be done; the message is what the user reads in the component's ``error``."""
+
+
+@dataclass(frozen=True)
+class BackupPlan:
+    snapshot: Snapshot
+    repository: Repository
+    storage: BackupStorage
+    session: Session
+    target: TypedObjectReference | None
+    parameters: Mapping[str, str]
+
+
+async def run_backup(client: AsyncClient, engine: Engine, namespace: str, snapshot_name: str, component: str) -> int:
+    """Back up one component of one Snapshot; the exit code says whether it Succeeded or reported its failure."""
+    started = time.monotonic()
+    reporter = Reporter(client, namespace, snapshot_name, component)
+    try:
+        plan = await _plan(client, namespace, snapshot_name)
+        relative = component_path(plan.snapshot.spec.session or "", component)
+        directory = f"{(plan.repository.spec.path or '').strip('/')}/{relative}"
+        await reporter.update({"path": relative, "phase": "Running", "driver": "Restic"})
+        paths = await _paths(client, plan, component)
+        excludes = [p.strip() for p in plan.parameters.get("exclude", "").split(",") if p.strip()]
+        storage_secret, encryption_secret = await _secrets(client, plan)
+        with tempfile.TemporaryDirectory(prefix="kubestash-task-") as scratch:
+            repo = repository_target(
+                plan.storage.spec.storage,
+                storage_secret,
+                encryption_secret,
+                directory,
+                scratch_dir=Path(scratch),
+                enable_cache=plan.parameters.get("enableCache", "true").lower() == "true",
+            )
+            remaining = _remaining(plan)
+            await engine.init(repo)
+            stats: list[dict[str, Any]] = []
+            for index, path in enumerate(paths):
+                summary = await engine.backup(
+                    repo, [path], excludes=excludes, on_progress=reporter.progress(index, stats), timeout=remaining()
+                )
+                stats[index:] = [_summary(summary, str(path))]
+                await reporter.update({"resticStats": stats})
+            check = await engine.check(repo)
+            size = await engine.stats(repo)
+        await reporter.update(
+            {
+                "phase": "Succeeded",
+                "size": human_size(size),
+                "duration": _elapsed(started),
+                "integrity": check.ok,
+                "resticStats": stats,
+                "error": None if check.ok else f"restic check: {check.message}",
+            }
+        )
+        return EXIT_SUCCEEDED
+    except (TaskFailed, TaskError, VolumeError, EngineError) as exc:
+        message = exc.message if isinstance(exc, EngineError) else str(exc)
+        log.error("component %s of %s/%s failed: %s", component, namespace, snapshot_name, message)
+        await reporter.update(
+            {
+                "phase": "Failed",
+                "error": message,
+                "duration": _elapsed(started),
+            }
+        )
+        return EXIT_REPORTED_FAILURE
+
+
+class Reporter:
+    """Patches this component's entry in the Snapshot's status; progress at most once per interval."""
+
+    def __init__(self, client: AsyncClient, namespace: str, snapshot: str, component: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.snapshot = snapshot
+        self.component = component
+        self._last = 0.0
+        self._pending: asyncio.Task[None] | None = None
+
+    async def update(self, fields: Mapping[str, Any]) -> None:
+        if self._pending is not None:
+            await asyncio.gather(self._pending, return_exceptions=True)
+            self._pending = None
+        await self._patch(fields)
+
+    def progress(self, index: int, stats: list[dict[str, Any]]) -> ProgressCallback:
+        def on_progress(progress: Progress) -> None:
+            now = time.monotonic()
+            if now - self._last < PROGRESS_INTERVAL or (self._pending is not None and not self._pending.done()):
+                return
+            self._last = now
+            current = [*stats[:index], {"progress": _progress(progress)}]
+            self._pending = asyncio.get_running_loop().create_task(self._patch({"resticStats": current}))
+
+        return on_progress
+
+    async def _patch(self, fields: Mapping[str, Any]) -> None:
+        body = {"components": {self.component: dict(fields)}}
+        await patch_status(self.client, "Snapshot", self.snapshot, self.namespace, body)
+
+
+async def _plan(client: AsyncClient, namespace: str, snapshot_name: str) -> BackupPlan:
+    snapshot = Snapshot.model_validate(await _get(client, "Snapshot", snapshot_name, namespace))
+    session_name = snapshot.spec.backup_session or ""
+    backup_session = BackupSession.model_validate(await _get(client, "BackupSession", session_name, namespace))
+    invoker = backup_session.spec.invoker
+    bc_name = invoker.name if invoker else ""
+    bc = BackupConfiguration.model_validate(await _get(client, "BackupConfiguration", bc_name, namespace))
+    session = next((s for s in bc.spec.sessions or [] if s.name == backup_session.spec.session), None)
+    if session is None or session.addon is None or not session.addon.tasks:
+        raise TaskFailed(f"BackupConfiguration {bc_name} has no session {backup_session.spec.session!r} with a task")
+    repo_name = snapshot.spec.repository or ""
+    repository = Repository.model_validate(await _get(client, "Repository", repo_name, namespace))
+    ref = repository.spec.storage_ref
+    storage_ns = (ref.namespace if ref else None) or namespace
+    storage = BackupStorage.model_validate(await _get(client, "BackupStorage", ref.name if ref else "", storage_ns))
+    addon = Addon.model_validate(await _get(client, "Addon", session.addon.name, ""))
+    task_ref = session.addon.tasks[0]
+    task = next((t for t in addon.spec.backup_tasks or [] if t.name == task_ref.name), None)
+    if task is None:
+        raise TaskFailed(f"Addon {addon.metadata.name} has no backup task {task_ref.name!r}")
+    function = Function.model_validate(await _get(client, "Function", task.function or "", ""))
+    target = bc.spec.target
+    if target is not None and not target.namespace:
+        target = target.model_copy(update={"namespace": namespace})
+    variables = {
+        "namespace": namespace,
+        "backupSession": session_name,
+        "snapshot": snapshot_name,
+        "invokerKind": "BackupConfiguration",
+        "invokerName": bc_name,
+    }
+    resolved = resolve_task(addon, function, task_ref, "backup", variables)
+    return BackupPlan(snapshot, repository, storage, session, target, resolved.parameters)
+
+
+async def _paths(client: AsyncClient, plan: BackupPlan, component: str) -> list[Path]:
+    if plan.target is None:
+        raise TaskFailed("the BackupConfiguration has no target to back up")
+    components = await resolve_target(client, plan.target)
+    mine = next((c for c in components if c.name == component), None)
+    if mine is None:
+        names = ", ".join(c.name for c in components) or "none"
+        raise TaskFailed(f"{plan.target.kind}/{plan.target.name} has no component {component!r} (it has: {names})")
+    requested = [p.strip() for p in plan.parameters.get("paths", "").split(",") if p.strip()]
+    if not requested:
+        raise TaskFailed("parameter paths is empty: nothing to back up")
+    return list(host_paths(mine, requested))
+
+
+async def _secrets(client: AsyncClient, plan: BackupPlan) -> tuple[dict[str, bytes] | None, dict[str, bytes]]:
+    storage = plan.storage
+    section = storage.spec.storage.s3 or storage.spec.storage.gcs or storage.spec.storage.azure
+    storage_secret = None
+    secret_name = getattr(section, "secret_name", None) if section is not None else None
+    if secret_name:
+        storage_secret = await load_secret(client, storage.metadata.namespace or "", secret_name)
+        if storage_secret is None:
+            raise TaskFailed(f'storage Secret "{storage.metadata.namespace}/{secret_name}" not found')
+    ref = plan.repository.spec.encryption_secret
+    if ref is None or not ref.name:
+        raise TaskFailed(f"Repository {plan.repository.metadata.name} has no encryptionSecret")
+    enc_ns = ref.namespace or plan.repository.metadata.namespace or ""
+    encryption = await load_secret(client, enc_ns, ref.name)
+    if encryption is None:
+        raise TaskFailed(f'encryption Secret "{enc_ns}/{ref.name}" not found')
+    return storage_secret, encryption
+
+
+def _remaining(plan: BackupPlan) -> Callable[[], float | None]:
+    """Seconds left before the session's backupTimeout (None: no limit)."""
+    timeout = plan.session.backup_timeout
+    if not timeout:
+        return lambda: None
+    end = time.monotonic() + parse_go_duration(timeout).total_seconds()
+    return lambda: max(0.1, end - time.monotonic())
+
+
+async def _get(client: AsyncClient, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    try:
+        obj = await client.get(by_kind(kind), name, namespace=namespace or None)
+    except ApiError as exc:
+        where = f"{namespace}/{name}" if namespace else name
+        raise TaskFailed(f"{kind} {where}: {exc.status.message}") from None
+    return obj.to_dict()  # type: ignore[attr-defined,no-any-return]
+
+
+def _summary(summary: BackupSummary, host_path: str) -> dict[str, Any]:
+    return {
+        "summary": {
+            "id": summary.snapshot_id,
+            "uploaded": human_size(summary.data_added),
+            "hostPath": host_path,
+            "size": human_size(summary.total_bytes_processed),
+            "startTime": _time(summary.started),
+            "endTime": _time(summary.ended),
+        }
+    }
+
+
+def _progress(p: Progress) -> dict[str, Any]:
+    return {
+        "secondsElapsed": int(p.seconds_elapsed),
+        "percentDone": f"{p.percent_done * 100:.2f}%",
+        "totalFiles": p.total_files,
+        "filesDone": p.files_done,
+        "backupDone": human_size(p.bytes_done),
+        "total": human_size(p.total_bytes),
+        "speed": f"{human_size(int(p.bytes_per_second))}/s",
+    }
+
+
+def _elapsed(started: float) -> str:
+    return format_go_duration(timedelta(seconds=round(time.monotonic() - started, 3)))
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None

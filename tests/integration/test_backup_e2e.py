@@ -1,0 +1,543 @@
+"""Backups end to end in embedded mode: bundled API server + operator + local executor + restic.
+
+The user's view: apply a BackupStorage, a RetentionPolicy, an encryption Secret, a target (a PVC on a
+PersistentVolume, a Deployment or a StatefulSet using such volumes) and a BackupConfiguration; get Snapshots
+that the stock ``restic`` reads and restores byte for byte, with the Secret's password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube import AsyncClient, Client, KubeConfig
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace, Secret
+from lightkube.types import PatchType
+
+from apiserver_process import ServerProcess
+from kubestash.api.naming import backup_session_name
+from kubestash.api.sessions import backup_session_manifest
+from kubestash.controllers.backupconfiguration import utcnow
+from kubestash.controllers.kinds import by_kind
+from kubestash.controllers.manager import Operator
+from storage_servers import MotoServer, moto_server
+
+PASSWORD = "correct-horse-battery-staple"
+SESSION = "frequent-backup"
+FINAL = ("Succeeded", "Failed", "Skipped")
+
+
+# ---------------------------------------------------------------- world building
+
+
+def tree(root: Path, seed: int = 0) -> None:
+    """A small tree with what a restore must reproduce: nested files, modes, a symlink, an empty dir."""
+    (root / "app" / "logs").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "app" / "config.yaml").write_text(f"seed: {seed}\nname: demo\n")
+    (root / "app" / "data.bin").write_bytes(os.urandom(200_000))
+    (root / "app" / "logs" / "today.log").write_text("line\n" * 1000)
+    (root / "app" / "script.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "app" / "script.sh").chmod(0o750)
+    (root / "app" / "skip.tmp").write_text("excluded by the pattern\n")
+    (root / "link").symlink_to("app/config.yaml")
+
+
+def manifest_of(root: Path, *, skip: Callable[[Path], bool] = lambda p: False) -> dict[str, Any]:
+    """Path -> (kind, mode, sha256 | link target, mtime) for everything under root."""
+    out: dict[str, Any] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if skip(path):
+            continue
+        st = path.lstat()
+        if path.is_symlink():
+            out[rel] = ("link", os.readlink(path))
+        elif path.is_dir():
+            out[rel] = ("dir", oct(st.st_mode & 0o7777))
+        else:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            out[rel] = ("file", oct(st.st_mode & 0o7777), digest, int(st.st_mtime))
+    return out
+
+
+@dataclass
+class World:
+    kube: Client
+    ns: str
+    tmp: Path
+    backend_root: Path
+    storage: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)
+    repo_url_base: str = ""
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        kind = obj["kind"]
+        obj.setdefault("metadata", {}).setdefault("namespace", self.ns)
+        if kind in ("PersistentVolume",):
+            obj["metadata"].pop("namespace")
+        resource = by_kind(kind) if "kubestash.com" in obj["apiVersion"] else _core(kind)
+        self.kube.create(resource.from_dict(obj))
+
+    def pv_pvc(self, name: str, path: Path) -> None:
+        pv = f"{self.ns}-{name}"
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": pv},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "hostPath": {"path": str(path)},
+                    "claimRef": {"namespace": self.ns, "name": name},
+                },
+            }
+        )
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                    "volumeName": pv,
+                },
+            }
+        )
+
+    def restic(self, repo_dir: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **self.env, "RESTIC_PASSWORD": PASSWORD}
+        url = f"{self.repo_url_base}/{repo_dir}" if self.repo_url_base else str(self.backend_root / repo_dir)
+        return subprocess.run(
+            ["restic", "-r", url, "--no-cache", *args], env=env, capture_output=True, text=True, check=False
+        )
+
+
+def _core(kind: str) -> Any:
+    from lightkube.resources.apps_v1 import Deployment, StatefulSet
+    from lightkube.resources.core_v1 import PersistentVolume, PersistentVolumeClaim
+
+    return {
+        "PersistentVolume": PersistentVolume,
+        "PersistentVolumeClaim": PersistentVolumeClaim,
+        "Deployment": Deployment,
+        "StatefulSet": StatefulSet,
+        "Secret": Secret,
+    }[kind]
+
+
+def backup_configuration(
+    name: str, target: dict[str, Any], addon: str, params: dict[str, str] | None = None, directory: str = "/demo"
+) -> dict[str, Any]:
+    task: dict[str, Any] = {"name": "logical-backup"}
+    if params:
+        task["params"] = params
+    return {
+        "apiVersion": "core.kubestash.com/v1alpha1",
+        "kind": "BackupConfiguration",
+        "metadata": {"name": name},
+        "spec": {
+            "target": target,
+            "backends": [
+                {"name": "backend", "storageRef": {"name": "storage"}, "retentionPolicy": {"name": "keep-three"}}
+            ],
+            "sessions": [
+                {
+                    "name": SESSION,
+                    "sessionHistoryLimit": 2,
+                    "scheduler": {"schedule": "0 0 1 1 *"},
+                    "repositories": [
+                        {
+                            "name": f"{name}-repo",
+                            "backend": "backend",
+                            "directory": directory,
+                            "encryptionSecret": {"name": "encrypt-secret"},
+                        }
+                    ],
+                    "addon": {"name": addon, "tasks": [task]},
+                }
+            ],
+        },
+    }
+
+
+@pytest.fixture
+def kube(server: ServerProcess) -> Client:
+    return Client(config=KubeConfig.from_file(str(server.kubeconfig)))
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "s3"])
+def world(request: pytest.FixtureRequest, kube: Client, tmp_path: Path) -> World:
+    ns = f"bk-{uuid.uuid4().hex[:8]}"
+    kube.create(Namespace(metadata=ObjectMeta(name=ns)))
+    backend_root = tmp_path / "backend"
+    if request.param == "local":
+        storage: dict[str, Any] = {
+            "provider": "local",
+            "local": {"mountPath": "/safe/data", "hostPath": {"path": str(backend_root)}},
+        }
+        w = World(kube, ns, tmp_path, backend_root, storage)
+    else:
+        moto: MotoServer = request.getfixturevalue("moto")
+        bucket = f"b-{ns}"
+        moto.create_bucket(bucket)
+        creds = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3-secret-key-value-1234"}
+        kube.create(Secret(metadata=ObjectMeta(name="s3-creds", namespace=ns), stringData=creds))
+        storage = {
+            "provider": "s3",
+            "s3": {"endpoint": moto.endpoint, "bucket": bucket, "prefix": "team", "secretName": "s3-creds"},
+        }
+        w = World(kube, ns, tmp_path, backend_root, storage, env=creds)
+        w.repo_url_base = f"s3:{moto.endpoint}/{bucket}/team"
+    kube.create(
+        Secret(metadata=ObjectMeta(name="encrypt-secret", namespace=ns), stringData={"RESTIC_PASSWORD": PASSWORD})
+    )
+    w.apply(
+        {
+            "apiVersion": "storage.kubestash.com/v1alpha1",
+            "kind": "BackupStorage",
+            "metadata": {"name": "storage"},
+            "spec": {"storage": storage, "default": True, "deletionPolicy": "WipeOut"},
+        }
+    )
+    w.apply(
+        {
+            "apiVersion": "storage.kubestash.com/v1alpha1",
+            "kind": "RetentionPolicy",
+            "metadata": {"name": "keep-three"},
+            "spec": {"successfulSnapshots": {"last": 3}, "failedSnapshots": {"last": 1}},
+        }
+    )
+    return w
+
+
+def run_with_operator(
+    server: ServerProcess, body: Callable[[AsyncClient], Any], clock: Callable[[], datetime] = utcnow
+) -> Any:
+    async def scenario() -> Any:
+        client = AsyncClient(config=KubeConfig.from_file(str(server.kubeconfig)))
+        operator = Operator(client, sync_interval=5.0, retry_interval=0.5, kubeconfig=server.kubeconfig, clock=clock)
+        await operator.start()
+        try:
+            return await body(client)
+        finally:
+            await operator.stop()
+
+    return asyncio.run(scenario())
+
+
+async def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+def status(kube: Client, kind: str, name: str, ns: str) -> dict[str, Any]:
+    try:
+        return dict(kube.get(by_kind(kind), name, namespace=ns).status or {})
+    except Exception:
+        return {}
+
+
+def sessions_of(kube: Client, ns: str) -> list[Any]:
+    return sorted(kube.list(by_kind("BackupSession"), namespace=ns), key=lambda s: s.metadata.name)
+
+
+async def finished_session(kube: Client, ns: str, count: int = 1) -> dict[str, Any]:
+    """Wait until ``count`` BackupSessions exist and all are final; return the status of the newest."""
+
+    def done() -> dict[str, Any] | None:
+        items = sessions_of(kube, ns)
+        final = [dict(s.status or {}) for s in items if (s.status or {}).get("phase") in FINAL]
+        if len(items) < count or len(final) < len(items):
+            return None
+        newest = max(items, key=lambda s: (s.metadata.creationTimestamp, s.metadata.name))
+        return dict(newest.status or {})
+
+    return await until(done, what="finished BackupSessions")  # type: ignore[no-any-return]
+
+
+def restore_and_compare(world: World, repo_dir: str, source: Path, host_path: Path, *, excluded: bool = True) -> None:
+    snaps = world.restic(repo_dir, "snapshots", "--json")
+    assert snaps.returncode == 0, snaps.stderr
+    listed = json.loads(snaps.stdout)
+    assert listed, "restic lists the snapshot"
+    target = world.tmp / f"restored-{uuid.uuid4().hex[:6]}"
+    result = world.restic(repo_dir, "restore", listed[-1]["short_id"], "--target", str(target))
+    assert result.returncode == 0, result.stderr
+    restored = target / str(host_path).lstrip("/")
+    assert manifest_of(restored) == manifest_of(source, skip=lambda p: excluded and p.name == "skip.tmp")
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_pvc_backup_with_pvc_addon(server: ServerProcess, kube: Client, world: World) -> None:
+    source = world.tmp / "pvc-data"
+    tree(source)
+    world.pv_pvc("data", source)
+    bc = backup_configuration(
+        "pvc-backup",
+        {"apiGroup": "", "kind": "PersistentVolumeClaim", "name": "data"},
+        "pvc-addon",
+        {"exclude": "*.tmp"},
+    )
+    world.apply(bc)
+
+    async def body(client: AsyncClient) -> dict[str, Any]:
+        return await finished_session(kube, world.ns)
+
+    session = run_with_operator(server, body)
+    assert session["phase"] == "Succeeded", json.dumps(session, indent=1)
+    snap_name = session["snapshots"][0]["name"]
+    snap = status(kube, "Snapshot", snap_name, world.ns)
+    assert snap["phase"] == "Succeeded", snap
+    component = snap["components"]["dump"]
+    assert component["path"] == f"repository/v1/{SESSION}/dump"
+    assert component["integrity"] is True
+    repo = status(kube, "Repository", "pvc-backup-repo", world.ns)
+    assert repo["snapshotCount"] == 1 and repo["lastBackupTime"] == snap["snapshotTime"]
+    restore_and_compare(world, f"demo/{component['path']}", source, source)
+
+
+def pod_template(volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"app": "demo"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "busybox",
+                    "volumeMounts": [{"name": "data", "mountPath": "/source/data"}],
+                }
+            ],
+            "volumes": volumes,
+        },
+    }
+
+
+def test_deployment_backup_with_workload_addon_paths_and_exclude(
+    server: ServerProcess, kube: Client, world: World
+) -> None:
+    source = world.tmp / "deploy-data"
+    tree(source)
+    world.pv_pvc("app-data", source)
+    world.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "demo-app"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "demo"}},
+                "template": pod_template([{"name": "data", "persistentVolumeClaim": {"claimName": "app-data"}}]),
+            },
+        }
+    )
+    target = {"apiGroup": "apps", "kind": "Deployment", "name": "demo-app"}
+    world.apply(backup_configuration("deploy", target, "workload-addon", {"paths": "/source/data", "exclude": "*.tmp"}))
+
+    session = run_with_operator(server, lambda client: finished_session(kube, world.ns))
+    assert session["phase"] == "Succeeded", json.dumps(session, indent=1)
+    snap = status(kube, "Snapshot", session["snapshots"][0]["name"], world.ns)
+    assert list(snap["components"]) == ["dump"] and snap["phase"] == "Succeeded"
+    stats = snap["components"]["dump"]["resticStats"]
+    assert [s["summary"]["hostPath"] for s in stats] == [str(source)]
+    restore_and_compare(world, f"demo/repository/v1/{SESSION}/dump", source, source)
+
+
+def test_statefulset_backup_has_one_component_per_replica(server: ServerProcess, kube: Client, world: World) -> None:
+    sources = []
+    for ordinal in range(2):
+        source = world.tmp / f"sts-{ordinal}"
+        tree(source, seed=ordinal)
+        world.pv_pvc(f"data-db-{ordinal}", source)
+        sources.append(source)
+    template = pod_template([])
+    world.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "db"},
+            "spec": {
+                "replicas": 2,
+                "serviceName": "db",
+                "selector": {"matchLabels": {"app": "demo"}},
+                "template": template,
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "data"},
+                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                    }
+                ],
+            },
+        }
+    )
+    target = {"apiGroup": "apps", "kind": "StatefulSet", "name": "db"}
+    world.apply(backup_configuration("sts", target, "workload-addon", {"paths": "/source/data"}))
+
+    session = run_with_operator(server, lambda client: finished_session(kube, world.ns))
+    assert session["phase"] == "Succeeded", json.dumps(session, indent=1)
+    snap = status(kube, "Snapshot", session["snapshots"][0]["name"], world.ns)
+    assert sorted(snap["components"]) == ["dump-pod-0", "dump-pod-1"]
+    assert snap["totalComponents"] == 2
+    for ordinal, source in enumerate(sources):
+        component = f"dump-pod-{ordinal}"
+        assert snap["components"][component]["phase"] == "Succeeded"
+        restore_and_compare(world, f"demo/repository/v1/{SESSION}/{component}", source, source, excluded=False)
+
+
+class FakeClock:
+    """The operator's notion of now; tests move it instead of waiting for real minutes."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def poke(kube: Client, name: str, ns: str) -> None:
+    """Make the controller look at the BackupConfiguration now (as its requeue timer would, later)."""
+    patch = {"metadata": {"annotations": {"test/poke": uuid.uuid4().hex}}}
+    kube.patch(by_kind("BackupConfiguration"), name, patch, namespace=ns, patch_type=PatchType.MERGE)
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)
+def test_schedule_fires_pause_stops_it_and_overlaps_are_skipped(
+    server: ServerProcess, kube: Client, world: World
+) -> None:
+    source = world.tmp / "data"
+    tree(source)
+    world.pv_pvc("data", source)
+    bc = backup_configuration("sched", {"apiGroup": "", "kind": "PersistentVolumeClaim", "name": "data"}, "pvc-addon")
+    session_spec = bc["spec"]["sessions"][0]
+    session_spec["scheduler"] = {"schedule": "*/1 * * * *", "concurrencyPolicy": "Forbid"}
+    session_spec["sessionHistoryLimit"] = 10
+    world.apply(bc)
+    start = datetime(2026, 11, 25, 10, 0, 30, tzinfo=UTC)
+    clock = FakeClock(start)
+
+    async def body(client: AsyncClient) -> None:
+        first = await finished_session(kube, world.ns, 1)
+        assert first["phase"] == "Succeeded", first
+        scheduled = status(kube, "BackupConfiguration", "sched", world.ns)["sessions"][0]
+        assert scheduled["nextSchedule"] == "2026-11-25T10:01:00Z"
+
+        clock.now = start + timedelta(seconds=31)  # 10:01:01
+        await asyncio.to_thread(poke, kube, "sched", world.ns)
+        second = await finished_session(kube, world.ns, 2)
+        assert second["phase"] == "Succeeded", second
+        names = [s.metadata.name for s in sessions_of(kube, world.ns)]
+        assert f"sched-{SESSION}-{int((start + timedelta(seconds=30)).timestamp())}" in names
+
+        # Two runs triggered together: the older runs, the other is Skipped.
+        bc_now = kube.get(by_kind("BackupConfiguration"), "sched", namespace=world.ns).to_dict()  # type: ignore[attr-defined]
+        for offset in (40, 41):
+            manifest = backup_session_manifest(bc_now, SESSION, int(start.timestamp()) + offset)
+            await asyncio.to_thread(kube.create, by_kind("BackupSession").from_dict(manifest))  # type: ignore[attr-defined]
+
+        def both_final() -> list[str] | None:
+            phases = {s.metadata.name: (s.status or {}).get("phase") for s in sessions_of(kube, world.ns)}
+            pair = [phases.get(backup_session_name("sched", SESSION, int(start.timestamp()) + o)) for o in (40, 41)]
+            return pair if all(p in ("Succeeded", "Skipped", "Failed") for p in pair) else None
+
+        assert await until(both_final) == ["Succeeded", "Skipped"]
+        skipped = status(
+            kube, "BackupSession", backup_session_name("sched", SESSION, int(start.timestamp()) + 41), world.ns
+        )
+        assert "another backup of session" in skipped["conditions"][0]["message"]
+
+        # Paused: the schedule passes, nothing runs.
+        await asyncio.to_thread(
+            kube.patch,
+            by_kind("BackupConfiguration"),
+            "sched",
+            {"spec": {"paused": True}},
+            namespace=world.ns,
+            patch_type=PatchType.MERGE,
+        )
+        await asyncio.sleep(1.0)  # the pause reaches the operator before time moves on
+        count = len(sessions_of(kube, world.ns))
+        clock.now = start + timedelta(minutes=3)
+        await asyncio.to_thread(poke, kube, "sched", world.ns)
+        await asyncio.sleep(2.0)
+        assert len(sessions_of(kube, world.ns)) == count
+        assert status(kube, "BackupConfiguration", "sched", world.ns)["sessions"][0]["nextSchedule"] == (
+            "2026-11-25T10:04:00Z"
+        )
+
+    run_with_operator(server, body, clock=clock)
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)
+def test_retention_keeps_the_last_three_snapshots_and_their_data(
+    server: ServerProcess, kube: Client, world: World
+) -> None:
+    source = world.tmp / "data"
+    tree(source)
+    world.pv_pvc("data", source)
+    world.apply(
+        backup_configuration("ret", {"apiGroup": "", "kind": "PersistentVolumeClaim", "name": "data"}, "pvc-addon")
+    )
+    repo_dir = f"demo/repository/v1/{SESSION}/dump"
+
+    async def body(client: AsyncClient) -> None:
+        await finished_session(kube, world.ns, 1)
+        bc = kube.get(by_kind("BackupConfiguration"), "ret", namespace=world.ns).to_dict()  # type: ignore[attr-defined]
+        base = int(time.time()) + 100
+        for i in range(9):
+            (source / "app" / "counter.txt").write_text(f"run {i}\n")
+            manifest = backup_session_manifest(bc, SESSION, base + i)
+            await asyncio.to_thread(kube.create, by_kind("BackupSession").from_dict(manifest))  # type: ignore[attr-defined]
+
+            def finished(name: str = manifest["metadata"]["name"]) -> str | None:
+                phase = status(kube, "BackupSession", name, world.ns).get("phase")
+                return phase if phase in ("Succeeded", "Failed", "Skipped") else None
+
+            name = manifest["metadata"]["name"]
+            assert await until(finished) == "Succeeded", status(kube, "BackupSession", name, world.ns)
+
+        def three_left() -> list[Any] | None:
+            snaps = [s for s in kube.list(by_kind("Snapshot"), namespace=world.ns)]
+            return snaps if len(snaps) == 3 else None
+
+        await until(three_left, what="3 Snapshots left")
+
+    run_with_operator(server, body)
+    snaps = sorted(kube.list(by_kind("Snapshot"), namespace=world.ns), key=lambda s: s.status["snapshotTime"])
+    kept_ids = sorted(st["summary"]["id"] for s in snaps for st in s.status["components"]["dump"]["resticStats"])
+    listed = json.loads(world.restic(repo_dir, "snapshots", "--json").stdout)
+    assert sorted(s["short_id"] for s in listed) == kept_ids, "restic holds exactly the kept snapshots"
+    check = world.restic(repo_dir, "check")
+    assert check.returncode == 0, check.stderr
+    repo = status(kube, "Repository", "ret-repo", world.ns)
+    assert repo["snapshotCount"] == 3
+    assert [r["name"] for r in repo["recentSnapshots"]] == [s.metadata.name for s in reversed(snaps)]
+    files = sorted(p.name for p in (world.backend_root / "demo" / "snapshots").iterdir())
+    assert files == sorted(f"{s.metadata.name}.yaml" for s in snaps)
