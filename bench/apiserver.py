@@ -42,7 +42,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from common import Endpoint, Process, kubestash_argv, log, proc_status_mb, request
+from common import Endpoint, Process, kubestash_argv, log, proc_status_mb, request, run_and_print
 
 NAMESPACE = "bench"
 CONCURRENCY = 32
@@ -505,17 +505,7 @@ def main() -> None:
         return
     if args.objects < 100:
         parser.error("--objects must be at least 100")
-    # SIGTERM unwinds like Ctrl-C, so the servers are stopped and the temporary directory removed.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        result = run(args.objects)
-    except KeyboardInterrupt:
-        log("interrupted; servers stopped and temporary files removed")
-        sys.exit(130)
-    text = json.dumps(result, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text)
+    run_and_print(lambda: run(args.objects), args.out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,18 @@ async def request(
 
 
 # ------------------------------------------------------------------ objects
+
+
+def run_and_print(run: Callable[[], dict[str, Any]], out: Path | None) -> None:
+    """Run a benchmark and print its JSON document (also to ``out``). SIGTERM unwinds like Ctrl-C, so the
+    servers a benchmark started are stopped and its temporary files removed."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        result = run()
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped and temporary files removed")
+        sys.exit(130)
+    text = json.dumps(result, indent=2)
+    if out is not None:
+        out.write_text(text + "\n")
+    print(text)

@@ -31,8 +31,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,6 +49,7 @@ from common import (
     log,
     proc_status_mb,
     request,
+    run_and_print,
 )
 
 CONCURRENCY = 32
@@ -368,17 +367,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.storages < 1 or args.repositories < 0:
         parser.error("--storages must be at least 1 and --repositories at least 0")
-    # SIGTERM unwinds like Ctrl-C, so the servers are stopped and the temporary directory removed.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        result = run(args.storages, args.repositories)
-    except KeyboardInterrupt:
-        log("interrupted; servers stopped and temporary files removed")
-        sys.exit(130)
-    text = json.dumps(result, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text)
+    run_and_print(lambda: run(args.storages, args.repositories), args.out)
 
 
 if __name__ == "__main__":

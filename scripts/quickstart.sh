@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: up, apply the example manifests, back up, restore, show.
+# The main job on the embedded default: up, apply the example manifests, back up, show the result.
 #
-# What runs today: `kubestash up` (the bundled Kubernetes-compatible API server and the
-# controllers), kubectl creating the example BackupStorage, RetentionPolicy, BackupConfiguration
-# and RestoreSession through it (admission included), the BackupStorage controller making the
-# local backend Ready (metadata.yaml written), and listing the objects. Backups and restores
-# arrive with issues #5-#6; until then this script stops after showing the ready storage.
+# `kubestash up` runs the bundled Kubernetes-compatible API server, the controllers and the local
+# executor. kubectl applies examples/quickstart (a local BackupStorage, a RetentionPolicy, the
+# encryption Secret, a PV/PVC pair on a sample directory of a few thousand files and a
+# BackupConfiguration with pvc-addon). The configuration's initial backup runs by itself; then
+# `kubestash trigger --wait` runs another one (incremental) with progress, and the Snapshots and the
+# restic snapshot ids are shown -- read back with the stock restic CLI. Restore arrives with issue #6.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,23 @@ KUBECTL=.venv/bin/kubectl
 
 echo "== kubestash validate -f examples/quickstart"
 "$KS" validate -f examples/quickstart --scope directory
+
+echo "== sample data: /tmp/kubestash-quickstart/data"
+rm -rf /tmp/kubestash-quickstart
+.venv/bin/python - <<'PY'
+import os, random
+root = "/tmp/kubestash-quickstart/data"
+rng = random.Random(42)
+for d in range(30):
+    os.makedirs(f"{root}/dir-{d:02d}", exist_ok=True)
+    for f in range(100):
+        words = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "kube", "stash"]) for _ in range(200))
+        with open(f"{root}/dir-{d:02d}/file-{f:03d}.txt", "w") as out:
+            out.write(words + "\n")
+with open(f"{root}/blob.bin", "wb") as out:
+    out.write(rng.randbytes(8 << 20))
+print(f"  3000 text files and an 8 MiB binary under {root}")
+PY
 
 DATA=$(mktemp -d -t kubestash-quickstart.XXXXXX)
 "$KS" up --data-dir "$DATA" --port 0 >"$DATA/up.log" 2>&1 &
@@ -34,15 +52,26 @@ KUBECTL_CACHE=(--cache-dir "$DATA/kube-cache")
 echo "== kubestash up (data in $DATA)"
 "$KUBECTL" "${KUBECTL_CACHE[@]}" version 2>/dev/null | sed 's/^/  /'
 "$KUBECTL" "${KUBECTL_CACHE[@]}" create namespace demo
-"$KUBECTL" "${KUBECTL_CACHE[@]}" apply -f examples/quickstart/
+"$KUBECTL" "${KUBECTL_CACHE[@]}" apply -f examples/quickstart/storage.yaml -f examples/quickstart/backup.yaml
 "$KUBECTL" "${KUBECTL_CACHE[@]}" wait --for=jsonpath='{.status.phase}'=Ready backupstorage/local-storage -n demo --timeout=60s
 echo "== the backend: /tmp/kubestash-quickstart/backend/metadata.yaml"
 sed 's/^/  /' /tmp/kubestash-quickstart/backend/metadata.yaml
-echo "== kubectl get backupstorages,retentionpolicies,backupconfigurations,restoresessions -n demo"
-"$KUBECTL" "${KUBECTL_CACHE[@]}" get backupstorages,retentionpolicies,backupconfigurations,restoresessions -n demo
-
-cat <<'MSG'
-
-Not yet available: the Repository controller (issue #4), the backup (#5) and the restore (#6).
-Until they land this quickstart stops after the storage is ready.
-MSG
+"$KUBECTL" "${KUBECTL_CACHE[@]}" wait --for=jsonpath='{.status.phase}'=Ready backupconfiguration/demo-backup -n demo --timeout=60s
+echo "== the initial backup (started by the operator as soon as the configuration was Ready)"
+for _ in $(seq 1 600); do
+    PHASE=$("$KUBECTL" "${KUBECTL_CACHE[@]}" get backupsessions -n demo -l kubestash.com/invoker-name=demo-backup \
+        -o jsonpath='{.items[0].status.phase}' 2>/dev/null || true)
+    case "$PHASE" in Succeeded|Failed|Skipped) break ;; esac
+    sleep 0.1
+done
+echo "  initial backup: $PHASE"
+echo "== kubestash trigger demo-backup -n demo --wait"
+sleep 1  # BackupSession names carry the second they were triggered in
+"$KS" trigger demo-backup -n demo --wait
+echo "== kubectl get backupsessions,snapshots,repositories -n demo"
+"$KUBECTL" "${KUBECTL_CACHE[@]}" get backupsessions,snapshots,repositories -n demo
+echo "== restic snapshot ids (read with the stock restic CLI and the Secret's password)"
+"$KUBECTL" "${KUBECTL_CACHE[@]}" get snapshots -n demo \
+    -o jsonpath='{range .items[*]}{.metadata.name}{"  restic "}{.status.components.dump.resticStats[0].summary.id}{"\n"}{end}' | sed 's/^/  /'
+RESTIC_PASSWORD=quickstart-only-change-me restic --no-cache \
+    -r /tmp/kubestash-quickstart/backend/demo/data/repository/v1/frequent-backup/dump snapshots

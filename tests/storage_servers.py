@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 
@@ -111,6 +111,12 @@ def _http(method: str, url: str, headers: Mapping[str, str] | None = None) -> in
 @dataclass(frozen=True)
 class MotoServer:
     endpoint: str
+    process: subprocess.Popen[bytes] | None = field(default=None, compare=False, repr=False)
+
+    def stop(self) -> None:
+        """Stop the server now (the S3 endpoint goes away), before the context ends."""
+        if self.process is not None:
+            _stop(self.process)
 
     def create_bucket(self, bucket: str) -> None:
         # moto does not check signatures unless auth is enforced; it only reads the service ("s3") from the
@@ -129,8 +135,8 @@ def moto_server(*, enforce_auth: bool = False) -> Iterator[MotoServer]:
     env = {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if enforce_auth else {"INITIAL_NO_AUTH_ACTION_COUNT": "inf"}
     with tempfile.TemporaryDirectory(prefix="moto-") as d:
         argv = [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
-        with _serve(argv, port, Path(d), env):
-            yield MotoServer(endpoint=f"http://127.0.0.1:{port}")
+        with _serve(argv, port, Path(d), env) as proc:
+            yield MotoServer(endpoint=f"http://127.0.0.1:{port}", process=proc)
 
 
 # ------------------------------------------------------------------ Azure (azurite)

@@ -541,3 +541,212 @@ def test_retention_keeps_the_last_three_snapshots_and_their_data(
     assert [r["name"] for r in repo["recentSnapshots"]] == [s.metadata.name for s in reversed(snaps)]
     files = sorted(p.name for p in (world.backend_root / "demo" / "snapshots").iterdir())
     assert files == sorted(f"{s.metadata.name}.yaml" for s in snaps)
+
+
+def trigger_now(kube: Client, ns: str, bc_name: str) -> str:
+    bc = kube.get(by_kind("BackupConfiguration"), bc_name, namespace=ns).to_dict()  # type: ignore[attr-defined]
+    manifest = backup_session_manifest(bc, SESSION, int(time.time() * 1000) % 10**10)
+    kube.create(by_kind("BackupSession").from_dict(manifest))  # type: ignore[attr-defined]
+    return str(manifest["metadata"]["name"])
+
+
+async def final_status(kube: Client, ns: str, name: str, timeout: float = 90.0) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        st = status(kube, "BackupSession", name, ns)
+        return st if st.get("phase") in FINAL else None
+
+    return await until(done, timeout=timeout, what=f"BackupSession {name} finished")  # type: ignore[no-any-return]
+
+
+def component_error(kube: Client, ns: str, session: dict[str, Any]) -> str:
+    snap = status(kube, "Snapshot", session["snapshots"][0]["name"], ns)
+    return "; ".join(str(c.get("error")) for c in snap["components"].values() if c.get("error"))
+
+
+def task_pids(repo_dir: str) -> list[int]:
+    """The task processes running a restic backup into ``repo_dir``: the parents of those restic processes."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            parent = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("PPid:"))
+        except (OSError, StopIteration):
+            continue
+        if cmdline[0].endswith(b"restic") and b"backup" in cmdline and any(repo_dir.encode() in a for a in cmdline):
+            pids.append(int(parent.split()[1]))
+    return pids
+
+
+async def running_snapshot(kube: Client, ns: str, session: str) -> str:
+    def running() -> str | None:
+        st = status(kube, "BackupSession", session, ns)
+        snaps = st.get("snapshots") or []
+        if not snaps:
+            return None
+        snap = status(kube, "Snapshot", snaps[0]["name"], ns)
+        comp = (snap.get("components") or {}).get("dump") or {}
+        return str(snaps[0]["name"]) if comp.get("phase") == "Running" and task_pids(f"{SESSION}/dump") else None
+
+    return await until(running, what="a running backup")  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)
+def test_failures_say_why_and_the_next_backup_succeeds(server: ServerProcess, kube: Client, world: World) -> None:
+    """Wrong password, a killed executor, the target deleted mid-run: each Failed with a readable reason, the
+    repository still passes ``restic check``, and the next backup succeeds."""
+    source = world.tmp / "data"
+    tree(source)
+    world.pv_pvc("data", source)
+    world.apply(
+        backup_configuration("fail", {"apiGroup": "", "kind": "PersistentVolumeClaim", "name": "data"}, "pvc-addon")
+    )
+    repo_dir = f"demo/repository/v1/{SESSION}/dump"
+    big = source / "big.bin"
+
+    def set_password(value: str) -> None:
+        kube.patch(Secret, "encrypt-secret", {"stringData": {"RESTIC_PASSWORD": value}}, namespace=world.ns)
+
+    async def body(client: AsyncClient) -> dict[str, str]:
+        first = await finished_session(kube, world.ns, 1)
+        assert first["phase"] == "Succeeded", first
+        errors: dict[str, str] = {}
+
+        await asyncio.to_thread(set_password, "not-the-password")
+        failed = await final_status(kube, world.ns, await asyncio.to_thread(trigger_now, kube, world.ns, "fail"))
+        assert failed["phase"] == "Failed"
+        errors["password"] = component_error(kube, world.ns, failed)
+        await asyncio.to_thread(set_password, PASSWORD)
+
+        with big.open("wb") as f:
+            for _ in range(60):
+                f.write(os.urandom(8 << 20))
+        name = await asyncio.to_thread(trigger_now, kube, world.ns, "fail")
+        await running_snapshot(kube, world.ns, name)
+        for pid in task_pids(f"{SESSION}/dump"):
+            os.kill(pid, 9)
+        failed = await final_status(kube, world.ns, name)
+        assert failed["phase"] == "Failed"
+        errors["killed"] = component_error(kube, world.ns, failed)
+        await asyncio.sleep(0.5)  # restic, told by the kernel that its parent died, removes its lock
+        check = await asyncio.to_thread(world.restic, repo_dir, "check")
+        assert check.returncode == 0, check.stderr
+
+        name = await asyncio.to_thread(trigger_now, kube, world.ns, "fail")
+        await running_snapshot(kube, world.ns, name)
+        await asyncio.to_thread(kube.delete, _core("PersistentVolumeClaim"), "data", namespace=world.ns)
+        failed = await final_status(kube, world.ns, name)
+        assert failed["phase"] == "Failed"
+        errors["deleted"] = component_error(kube, world.ns, failed)
+
+        big.unlink()
+        await asyncio.to_thread(kube.delete, _core("PersistentVolume"), f"{world.ns}-data")
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(world.pv_pvc, "data", source)
+        await until(lambda: status(kube, "BackupConfiguration", "fail", world.ns).get("phase") == "Ready")
+        ok = await final_status(kube, world.ns, await asyncio.to_thread(trigger_now, kube, world.ns, "fail"))
+        assert ok["phase"] == "Succeeded", ok
+        return errors
+
+    errors = run_with_operator(server, body)
+    assert "wrong password" in errors["password"], errors
+    assert PASSWORD not in json.dumps(errors) and "not-the-password" not in json.dumps(errors)
+    assert "exited with code -9 before reporting a result" in errors["killed"], errors
+    assert "PersistentVolumeClaim" in errors["deleted"] and "was deleted while the backup ran" in errors["deleted"]
+    check = world.restic(repo_dir, "check")
+    assert check.returncode == 0, check.stderr
+    restore_and_compare(world, repo_dir, source, source, excluded=False)
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)
+def test_a_path_outside_the_workload_volumes_fails_with_the_reason(
+    server: ServerProcess, kube: Client, world: World
+) -> None:
+    source = world.tmp / "data"
+    tree(source)
+    world.pv_pvc("app-data", source)
+    world.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "demo-app"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "demo"}},
+                "template": pod_template([{"name": "data", "persistentVolumeClaim": {"claimName": "app-data"}}]),
+            },
+        }
+    )
+    target = {"apiGroup": "apps", "kind": "Deployment", "name": "demo-app"}
+    world.apply(backup_configuration("missing", target, "workload-addon", {"paths": "/source/data/nope,/var/lib/x"}))
+    session = run_with_operator(server, lambda client: finished_session(kube, world.ns))
+    assert session["phase"] == "Failed"
+    error = component_error(kube, world.ns, session)
+    assert "/source/data/nope" in error or "/var/lib/x" in error, error
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)
+def test_unreachable_s3_fails_the_backup_with_the_cause(server: ServerProcess, kube: Client, world: World) -> None:
+    """S3 going away after the storage was Ready. (moto keeps its buckets in memory, so the recovery half --
+    the next backup succeeding once S3 is back -- is shown by the local failure test, not here.)"""
+    source = world.tmp / "data"
+    tree(source)
+    world.pv_pvc("data", source)
+    creds = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3-secret-key-value-1234"}
+    kube.create(Secret(metadata=ObjectMeta(name="s3-creds", namespace=world.ns), stringData=creds))
+    bc = backup_configuration("s3gone", {"apiGroup": "", "kind": "PersistentVolumeClaim", "name": "data"}, "pvc-addon")
+    bc["spec"]["backends"][0]["storageRef"] = {"name": "s3"}
+    with moto_server() as moto:
+        moto.create_bucket("gone")
+        s3 = {"endpoint": moto.endpoint, "bucket": "gone", "secretName": "s3-creds"}
+        world.apply(
+            {
+                "apiVersion": "storage.kubestash.com/v1alpha1",
+                "kind": "BackupStorage",
+                "metadata": {"name": "s3"},
+                "spec": {"storage": {"provider": "s3", "s3": s3}, "deletionPolicy": "Delete"},
+            }
+        )
+        world.apply(bc)
+
+        async def body(client: AsyncClient) -> dict[str, Any]:
+            first = await finished_session(kube, world.ns, 1)
+            assert first["phase"] == "Succeeded", first
+            await asyncio.to_thread(moto.stop)
+            name = await asyncio.to_thread(trigger_now, kube, world.ns, "s3gone")
+            return await final_status(kube, world.ns, name)
+
+        failed = run_with_operator(server, body)
+    assert failed["phase"] == "Failed"
+    error = component_error(kube, world.ns, failed)
+    assert "connection refused" in error.lower() or "unreachable" in error.lower(), error
+    assert creds["AWS_SECRET_ACCESS_KEY"] not in json.dumps(failed) + error
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)
+def test_failed_sessions_are_retried_per_retry_config(server: ServerProcess, kube: Client, world: World) -> None:
+    source = world.tmp / "data"
+    tree(source)
+    world.pv_pvc("app-data", source)
+    world.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "demo-app"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "demo"}},
+                "template": pod_template([{"name": "data", "persistentVolumeClaim": {"claimName": "app-data"}}]),
+            },
+        }
+    )
+    target = {"apiGroup": "apps", "kind": "Deployment", "name": "demo-app"}
+    bc = backup_configuration("retry", target, "workload-addon", {"paths": "/not/mounted"})
+    bc["spec"]["sessions"][0]["retryConfig"] = {"maxRetry": 2, "delay": "1s"}
+    bc["spec"]["sessions"][0]["sessionHistoryLimit"] = 5
+    world.apply(bc)
+    last = run_with_operator(server, lambda client: finished_session(kube, world.ns, 3))
+    sessions = sorted(sessions_of(kube, world.ns), key=lambda s: s.metadata.creationTimestamp)
+    assert [s.status["phase"] for s in sessions] == ["Failed", "Failed", "Failed"]
+    assert [s.spec.get("retryLeft") for s in sessions] == [2, 1, None]
+    assert [bool(s.status.get("retried")) for s in sessions] == [True, True, False]
+    assert last["phase"] == "Failed"

@@ -15,7 +15,9 @@ LABEL_INVOKER_NAMESPACE = "kubestash.com/invoker-namespace"
 LABEL_SESSION_NAME = "kubestash.com/session-name"
 
 
-def backup_session_manifest(bc: Mapping[str, Any], session: str, unix_seconds: int) -> dict[str, Any]:
+def backup_session_manifest(
+    bc: Mapping[str, Any], session: str, unix_seconds: int, *, retry_left: int = 0
+) -> dict[str, Any]:
     """The BackupSession KubeStash's ``trigger`` creates: same name, labels, invoker and controller owner."""
     meta = bc["metadata"]
     name, namespace = str(meta["name"]), str(meta["namespace"])
@@ -42,5 +44,9 @@ def backup_session_manifest(bc: Mapping[str, Any], session: str, unix_seconds: i
                 }
             ],
         },
-        "spec": {"invoker": {"apiGroup": CORE_GROUP, "kind": "BackupConfiguration", "name": name}, "session": session},
+        "spec": {
+            "invoker": {"apiGroup": CORE_GROUP, "kind": "BackupConfiguration", "name": name},
+            "session": session,
+            **({"retryLeft": retry_left} if retry_left else {}),
+        },
     }

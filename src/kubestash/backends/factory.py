@@ -37,7 +37,6 @@ from obstore.store import AzureStore, LocalStore, S3Store
 
 from kubestash.api.storage import Backend, LocalSpec
 from kubestash.backends.base import BackendError, ObjectBackend
-from kubestash.backends.gcs import GcsBackend, build_credentials, emulator_host
 from kubestash.backends.object_store import ObstoreBackend, classify
 
 if TYPE_CHECKING:
@@ -155,6 +154,9 @@ def _gcs(storage: Backend, values: dict[str, str], retry_config: RetryConfig | N
     if spec is None:
         raise _missing_field("spec.storage.gcs")
     bucket = _required(spec.bucket, "spec.storage.gcs.bucket")
+    # Imported here: Google's client stack costs ~0.2 s to import, which every task process would pay.
+    from kubestash.backends.gcs import GcsBackend, build_credentials, emulator_host
+
     emulator = emulator_host()
     key_json = values.get(GOOGLE_SERVICE_ACCOUNT_JSON_KEY)
     if values and key_json is None and emulator is None:

@@ -319,7 +319,7 @@ def _condition_text(condition: Mapping[str, Any]) -> str:
 
 
 def wait_for_sessions(
-    client: Client, namespace: str, names: Sequence[str], *, timeout: float = 0, interval: float = 0.5
+    client: Client, namespace: str, names: Sequence[str], *, timeout: float = 0, interval: float = 0.1
 ) -> bool:
     """Poll until every BackupSession is Succeeded, Failed or Skipped; True if all Succeeded.
 

@@ -39,5 +39,22 @@ def backup(kubeconfig: Path | None, namespace: str, snapshot: str, component: st
     sys.exit(asyncio.run(main()))
 
 
+@task.command("warm")
+def warm() -> None:
+    """Import the task runner, then run the task whose arguments arrive on stdin as a JSON list.
+
+    The local executor keeps such processes ready, so a backup does not wait for the interpreter to start.
+    """
+    import json
+
+    import kubestash.engine.restic
+    import kubestash.tasks.backup  # noqa: F401
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        sys.exit(0)  # the executor shut down before handing out work
+    task.main(args=json.loads(line), prog_name="kubestash task")
+
+
 if __name__ == "__main__":
     task()

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from kubestash.apiserver.server import ServerConfig, run
-
 DEFAULT_DATA_DIR = Path.home() / ".kubestash"
 
 
@@ -46,6 +44,8 @@ def _serve(
     install_crds: bool = True,
     with_controllers: bool = False,
 ) -> None:
+    from kubestash.apiserver.server import ServerConfig, run  # not at import: every CLI command would pay it
+
     _log_to_stderr()
     config = ServerConfig(
         data_dir=data_dir,

@@ -217,7 +217,7 @@ class BackupConfigurationReconciler:
         due = parse_time(previous.get("nextSchedule"))
         stopped = bool(bc.spec.paused or session.scheduler.suspend)
         if due is not None and now >= due and not stopped:
-            await self._trigger(data, session.name, int(due.timestamp()), "Scheduled")
+            await self._trigger(data, session, int(due.timestamp()), "Scheduled")
         if due is None or now >= due:
             due = next_fire(schedule, now)
         entry["nextSchedule"] = rfc3339(due)
@@ -235,7 +235,7 @@ class BackupConfigurationReconciler:
                 # Named after the configuration's creation: a reconcile that repeats it (its cache not yet
                 # showing InitialBackupTriggered) gets AlreadyExists instead of a second backup.
                 created = parse_time(bc.metadata.creation_timestamp) or now
-                await self._trigger(data, session.name, int(created.timestamp()), "Initial")
+                await self._trigger(data, session, int(created.timestamp()), "Initial")
         except ApiError as exc:
             set_condition(
                 conditions,
@@ -253,8 +253,10 @@ class BackupConfigurationReconciler:
             "Initial backup triggered",
         )
 
-    async def _trigger(self, data: dict[str, Any], session: str, unix_seconds: int, why: str) -> None:
-        manifest = backup_session_manifest(data, session, unix_seconds)
+    async def _trigger(self, data: dict[str, Any], session: Session, unix_seconds: int, why: str) -> None:
+        """Scheduled and initial runs may be retried (``retryLeft`` = maxRetry); a manual trigger may not."""
+        retries = session.retry_config.max_retry if session.retry_config else 0
+        manifest = backup_session_manifest(data, session.name, unix_seconds, retry_left=retries)
         if not await create(self.client, manifest):
             return  # triggered already (a retried reconcile): never twice
         log.info("%s backup %s/%s", why, manifest["metadata"]["namespace"], manifest["metadata"]["name"])

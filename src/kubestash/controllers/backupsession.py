@@ -17,7 +17,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import ulid
@@ -29,11 +29,12 @@ from kubestash.api.durations import format_go_duration, parse_go_duration
 from kubestash.api.naming import snapshot_name
 from kubestash.api.phases import backup_session_phase
 from kubestash.api.retention import SnapshotRecord, apply_retention_policy
-from kubestash.api.sessions import MANAGED_BY_LABELS
+from kubestash.api.sessions import MANAGED_BY_LABELS, backup_session_manifest
 from kubestash.api.storage import RetentionPolicy
 from kubestash.controllers.backupconfiguration import parse_time, rfc3339, utcnow
 from kubestash.controllers.common import create, patch, patch_status, record, set_condition
 from kubestash.controllers.kinds import by_kind
+from kubestash.controllers.targets import target_exists
 from kubestash.executor.local import EXIT_REPORTED_FAILURE, EXIT_SUCCEEDED, Invocation, LocalExecutor, task_command
 from kubestash.executor.volumes import VolumeError, resolve_target
 from kubestash.runtime.controller import Result
@@ -67,7 +68,7 @@ class BackupSessionReconciler:
             return None
         status: dict[str, Any] = copy.deepcopy(data.get("status") or {})
         if status.get("phase") in FINAL:
-            return None
+            return await self._retry(data, status)
         conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
         status["conditions"] = conditions
         bc_name = bs.spec.invoker.name if bs.spec.invoker else ""
@@ -125,6 +126,10 @@ class BackupSessionReconciler:
         deadline = parse_time(status.get("backupDeadline"))
         if deadline is not None and now >= deadline:
             await self.executor.kill_owned_by(key, f"the backup did not finish within backupTimeout {timeout}")
+        target = _target(bc, namespace)
+        if not await target_exists(self.client, target, namespace):
+            what = f"{target.kind} {target.namespace}/{target.name}"
+            await self.executor.kill_owned_by(key, f"the target {what} was deleted while the backup ran")
         for snap in snapshots:
             await self._collect_exits(key, snap)
 
@@ -368,6 +373,24 @@ class BackupSessionReconciler:
                 if exc.status.code != 404:
                     raise
 
+    async def _retry(self, data: dict[str, Any], status: dict[str, Any]) -> Result | None:
+        """At ``nextRetry``, run a failed session again with one retry less (reference §3.6 step 10)."""
+        due = parse_time(status.get("nextRetry"))
+        if not status.get("retried") or due is None:
+            return None
+        now = self.clock()
+        if now < due:
+            return Result(requeue_after=(due - now).total_seconds() + 0.05)
+        meta, spec = data["metadata"], data.get("spec") or {}
+        bc = self.configs.get(meta["namespace"], (spec.get("invoker") or {}).get("name", ""))
+        if bc is None:
+            return None
+        left = int(spec.get("retryLeft") or 0) - 1
+        manifest = backup_session_manifest(bc, str(spec.get("session")), int(due.timestamp()), retry_left=left)
+        if await create(self.client, manifest):
+            log.info("retrying %s/%s as %s", meta["namespace"], meta["name"], manifest["metadata"]["name"])
+        return None
+
     async def _finish(self, data: dict[str, Any], status: dict[str, Any], now: datetime) -> None:
         set_condition(
             status["conditions"],
@@ -379,6 +402,11 @@ class BackupSessionReconciler:
         created = parse_time(data["metadata"].get("creationTimestamp")) or now
         status["duration"] = format_go_duration(now - created)
         status["phase"] = backup_session_phase(BackupSession.model_validate({**data, "status": status}))
+        retry_left = int((data.get("spec") or {}).get("retryLeft") or 0)
+        if status["phase"] == "Failed" and retry_left > 0:
+            delay = self._retry_delay(data)
+            status["retried"] = True
+            status["nextRetry"] = rfc3339(now + delay)
         meta = data["metadata"]
         await patch_status(self.client, "BackupSession", meta["name"], meta["namespace"], status)
         if status["phase"] != "Skipped":
@@ -387,6 +415,16 @@ class BackupSessionReconciler:
             await record(self.events, data, "Normal" if ok else "Warning", str(status["phase"]), message)
         keys = [k for s in status.get("snapshots") or [] for k in self._keys_of(meta["namespace"], s["name"])]
         self.executor.forget(keys)
+
+    def _retry_delay(self, data: dict[str, Any]) -> timedelta:
+        spec = data.get("spec") or {}
+        bc = self.configs.get(data["metadata"]["namespace"], (spec.get("invoker") or {}).get("name", ""))
+        model = BackupConfiguration.model_validate(bc) if bc else None
+        session = next(
+            (s for s in (model.spec.sessions if model else None) or [] if s.name == spec.get("session")), None
+        )
+        delay = session.retry_config.delay if session and session.retry_config else None
+        return parse_go_duration(delay) if delay else timedelta(0)
 
     def _keys_of(self, namespace: str, snap_name: str) -> list[str]:
         snap = self.snapshots.get(namespace, snap_name) or {}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import json
 import logging
@@ -441,6 +442,7 @@ class ResticEngine:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGTERM),
             )
         except OSError as e:
             raise EngineError("Failed", _scrub(f"cannot run {command[0]}: {e.strerror or e}", _hidden(repo))) from None
@@ -554,6 +556,7 @@ class ResticEngine:
                 env=env,
                 start_new_session=True,
                 limit=LINE_LIMIT,
+                preexec_fn=_die_with_parent(signal.SIGINT),
             )
         except OSError as e:
             raise EngineError("Failed", f"cannot run {self.binary}: {e.strerror or e}") from None
@@ -772,3 +775,21 @@ def _is_check_problem(line: str) -> bool:
     if not line or line.startswith("[") or any(n in lower for n in noise):
         return False
     return any(w in lower for w in ("error", "not referenced", "missing", "invalid", "damaged", "fatal"))
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:
+    """A child-side hook: deliver ``sig`` to the child when the process that started it dies.
+
+    Processes run in their own group (so a timeout can stop them whole), which also means a SIGKILL of the
+    task process would leave them running, unseen. Linux's parent-death signal closes that gap; restic gets
+    SIGINT, the one signal on which it removes its lock.
+    """
+
+    def hook() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+    return hook

@@ -14,11 +14,11 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lightkube import ApiError, AsyncClient
 
@@ -29,9 +29,11 @@ from kubestash.api.naming import component_path
 from kubestash.api.shared import TypedObjectReference
 from kubestash.api.sizes import human_size
 from kubestash.api.storage import BackupStorage, Repository, Snapshot
+from kubestash.backends.base import BackendError
+from kubestash.backends.factory import open_backend
 from kubestash.controllers.common import load_secret, patch_status
 from kubestash.controllers.kinds import by_kind
-from kubestash.engine.base import BackupSummary, Engine, EngineError, Progress, ProgressCallback
+from kubestash.engine.base import BackupSummary, Engine, EngineError, Progress, ProgressCallback, RepositoryTarget
 from kubestash.engine.location import repository_target
 from kubestash.executor.local import EXIT_REPORTED_FAILURE, EXIT_SUCCEEDED
 from kubestash.executor.volumes import VolumeError, host_paths, resolve_target
@@ -40,6 +42,8 @@ from kubestash.tasks.resolve import TaskError, resolve_task
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0
+LOCK_PATIENCE = 1800.0
+T = TypeVar("T")
 
 
 class TaskFailed(Exception):
@@ -78,16 +82,13 @@ async def run_backup(client: AsyncClient, engine: Engine, namespace: str, snapsh
                 enable_cache=plan.parameters.get("enableCache", "true").lower() == "true",
             )
             remaining = _remaining(plan)
-            await engine.init(repo)
             stats: list[dict[str, Any]] = []
             for index, path in enumerate(paths):
-                summary = await engine.backup(
-                    repo, [path], excludes=excludes, on_progress=reporter.progress(index, stats), timeout=remaining()
-                )
+                summary = await _backup(engine, repo, path, excludes, reporter.progress(index, stats), remaining())
                 stats[index:] = [_summary(summary, str(path))]
                 await reporter.update({"resticStats": stats})
-            check = await engine.check(repo)
-            size = await engine.stats(repo)
+            check = await when_unlocked(engine, repo, lambda: engine.check(repo))
+        size = await _stored_size(plan, storage_secret, directory)
         await reporter.update(
             {
                 "phase": "Succeeded",
@@ -110,6 +111,61 @@ async def run_backup(client: AsyncClient, engine: Engine, namespace: str, snapsh
             }
         )
         return EXIT_REPORTED_FAILURE
+
+
+async def _backup(
+    engine: Engine,
+    repo: RepositoryTarget,
+    path: Path,
+    excludes: list[str],
+    on_progress: ProgressCallback,
+    timeout: float | None,
+) -> BackupSummary:
+    """Back up one path; a repository that does not exist yet is created first (every restic call pays a
+    key derivation, so the common case -- the repository exists -- costs no separate probe)."""
+
+    async def attempt() -> BackupSummary:
+        return await engine.backup(repo, [path], excludes=excludes, on_progress=on_progress, timeout=timeout)
+
+    try:
+        return await when_unlocked(engine, repo, attempt)
+    except EngineError as exc:
+        if exc.reason != "RepositoryNotFound":
+            raise
+    await engine.init(repo)
+    return await when_unlocked(engine, repo, attempt)
+
+
+async def when_unlocked(
+    engine: Engine, repo: RepositoryTarget, op: Callable[[], Awaitable[T]], patience: float = LOCK_PATIENCE
+) -> T:
+    """Run ``op``, waiting out an exclusive lock held by someone else (a prune after retention, a check).
+
+    As KubeStash's jobs do: remove stale locks (left by a process that died; restic keeps honouring them
+    otherwise), then wait with backoff for live ones instead of failing the backup.
+    """
+    delay, waited = 0.5, 0.0
+    while True:
+        try:
+            return await op()
+        except EngineError as exc:
+            if exc.reason != "Locked" or waited >= patience:
+                raise
+        await engine.unlock(repo)
+        log.info("repository locked; retrying in %.1fs", delay)
+        await asyncio.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 10.0)
+
+
+async def _stored_size(plan: BackupPlan, storage_secret: Mapping[str, bytes] | None, directory: str) -> int:
+    """Bytes the component repository occupies in the backend (packs, indexes, snapshots: what the user pays
+    for), from a listing rather than ``restic stats``, which would cost another key derivation."""
+    try:
+        backend = open_backend(plan.storage.spec.storage, storage_secret)
+        return sum([info.size async for info in backend.list(directory)])
+    except BackendError as exc:
+        raise TaskFailed(f"cannot measure the repository size: {exc.message}") from None
 
 
 class Reporter:
