@@ -160,7 +160,9 @@ def run(config: ServerConfig, *, with_controllers: bool = False) -> None:
             if with_controllers:
                 from kubestash.controllers.manager import Operator, client_from
 
-                operator = Operator(client_from(server.kubeconfig_path), kubeconfig=server.kubeconfig_path)
+                operator = Operator(
+                    client_from(server.kubeconfig_path), kubeconfig=server.kubeconfig_path, prewarm=True
+                )
                 await operator.start()
             await wait_for_shutdown_signal()
         finally:

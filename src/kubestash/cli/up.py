@@ -100,7 +100,7 @@ def operator(kubeconfig: Path | None) -> None:
     _log_to_stderr()
 
     async def main() -> None:
-        ops = Operator(client_from(kubeconfig), kubeconfig=kubeconfig)
+        ops = Operator(client_from(kubeconfig), kubeconfig=kubeconfig, prewarm=True)
         await ops.start()
         try:
             await wait_for_shutdown_signal()

@@ -86,7 +86,8 @@ class BackupSessionReconciler:
                 await self._finish(data, status, now)
                 await record(self.events, data, "Warning", "Skipped", skip)
                 return None
-        assert bc is not None and session is not None and bc_data is not None
+        if bc is None or session is None:
+            return None  # its BackupConfiguration is gone; the garbage collector removes this session with it
         timeout = bs.spec.backup_timeout or session.backup_timeout
         if timeout and not status.get("backupDeadline"):
             created = parse_time(bs.metadata.creation_timestamp) or now

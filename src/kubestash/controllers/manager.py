@@ -64,16 +64,19 @@ class Operator:
         engine: Engine | None = None,
         clock: Clock = utcnow,
         install_addons: bool = True,
+        prewarm: bool = False,
     ) -> None:
         """``backend_opener`` decides how a BackupStorage spec becomes a backend (tests point Azure at azurite);
         every backend request it opens gets ``backend_timeout`` seconds (:mod:`kubestash.backends.deadline`).
         Reconciles wait on I/O, so ``workers`` per controller are cheap; several keep a dead endpoint from
         delaying every other object. ``kubeconfig`` is what backup processes use to reach the API server;
-        ``clock`` drives schedules (tests move time); ``install_addons`` applies the built-in Addon catalog."""
+        ``clock`` drives schedules (tests move time); ``install_addons`` applies the built-in Addon catalog;
+        ``prewarm`` starts the executor's task processes at once (the long-running commands do; tests do not)."""
         from kubestash.engine.restic import ResticEngine
 
         self.client = client
         self.install_addons = install_addons
+        self.prewarm = prewarm
         events = EventRecorder(client, COMPONENT)
 
         def opener(storage: Backend, secret: Mapping[str, bytes] | None) -> ObjectBackend:
@@ -179,6 +182,8 @@ class Operator:
         await asyncio.gather(*(i.synced.wait() for i in self.informers))
         for controller in self.controllers:
             controller.start()
+        if self.prewarm:
+            await self.executor.prewarm()
         log.info("controllers running: %s", ", ".join(c.name for c in self.controllers))
 
     async def stop(self) -> None:

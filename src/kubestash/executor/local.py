@@ -105,6 +105,10 @@ class LocalExecutor:
             await self._refill()
         return True
 
+    async def prewarm(self) -> None:
+        """Start the pre-started processes now, so even the first backup does not wait for an interpreter."""
+        await self._refill()
+
     async def _refill(self) -> None:
         while len(self._warm) < self._warm_size:
             warm = await asyncio.create_subprocess_exec(
