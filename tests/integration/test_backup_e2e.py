@@ -119,6 +119,22 @@ class World:
             }
         )
 
+    def deployment(self, name: str, *, claim: str) -> None:
+        """A one-replica Deployment mounting ``claim`` at /source/data."""
+        volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+        self.apply(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "demo"}},
+                    "template": pod_template(volumes),
+                },
+            }
+        )
+
     def restic(self, repo_dir: str, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, **self.env, "RESTIC_PASSWORD": PASSWORD}
         url = f"{self.repo_url_base}/{repo_dir}" if self.repo_url_base else str(self.backend_root / repo_dir)
@@ -347,18 +363,7 @@ def test_deployment_backup_with_workload_addon_paths_and_exclude(
     source = world.tmp / "deploy-data"
     tree(source)
     world.pv_pvc("app-data", source)
-    world.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "demo-app"},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "demo"}},
-                "template": pod_template([{"name": "data", "persistentVolumeClaim": {"claimName": "app-data"}}]),
-            },
-        }
-    )
+    world.deployment("demo-app", claim="app-data")
     target = {"apiGroup": "apps", "kind": "Deployment", "name": "demo-app"}
     world.apply(backup_configuration("deploy", target, "workload-addon", {"paths": "/source/data", "exclude": "*.tmp"}))
 
@@ -666,17 +671,7 @@ def test_a_path_outside_the_workload_volumes_fails_with_the_reason(
     source = world.tmp / "data"
     tree(source)
     world.pv_pvc("app-data", source)
-    world.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "demo-app"},
-            "spec": {
-                "selector": {"matchLabels": {"app": "demo"}},
-                "template": pod_template([{"name": "data", "persistentVolumeClaim": {"claimName": "app-data"}}]),
-            },
-        }
-    )
+    world.deployment("demo-app", claim="app-data")
     target = {"apiGroup": "apps", "kind": "Deployment", "name": "demo-app"}
     world.apply(backup_configuration("missing", target, "workload-addon", {"paths": "/source/data/nope,/var/lib/x"}))
     session = run_with_operator(server, lambda client: finished_session(kube, world.ns))
@@ -728,17 +723,7 @@ def test_failed_sessions_are_retried_per_retry_config(server: ServerProcess, kub
     source = world.tmp / "data"
     tree(source)
     world.pv_pvc("app-data", source)
-    world.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "demo-app"},
-            "spec": {
-                "selector": {"matchLabels": {"app": "demo"}},
-                "template": pod_template([{"name": "data", "persistentVolumeClaim": {"claimName": "app-data"}}]),
-            },
-        }
-    )
+    world.deployment("demo-app", claim="app-data")
     target = {"apiGroup": "apps", "kind": "Deployment", "name": "demo-app"}
     bc = backup_configuration("retry", target, "workload-addon", {"paths": "/not/mounted"})
     bc["spec"]["sessions"][0]["retryConfig"] = {"maxRetry": 2, "delay": "1s"}

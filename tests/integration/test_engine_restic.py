@@ -33,8 +33,6 @@ from storage_servers import MotoServer, closed_port, moto_server
 PASSWORD = "correct-horse-battery-staple-42"
 T = TypeVar("T")
 
-pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="the `restic` binary is not on PATH")
-
 
 @pytest.fixture
 def engine() -> ResticEngine:

@@ -113,8 +113,17 @@ REASON_VERIFY_BACKUP_FAILED = "FailedToVerifyBackup"
 Conditions = list[Condition] | None
 
 
+def rfc3339(value: datetime) -> str:
+    """Kubernetes' metav1.Time wire form (UTC, seconds)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(datetime.now(UTC))
 
 
 def get_condition(conditions: Conditions, type_: str) -> Condition | None:

@@ -26,10 +26,11 @@ from lightkube import ApiError, AsyncClient
 
 from kubestash.api import conditions as cond
 from kubestash.api.backup import BackendReference, BackupConfiguration, RepositoryInfo, Session
+from kubestash.api.conditions import parse_time, rfc3339
 from kubestash.api.phases import backup_configuration_phase
 from kubestash.api.schedule import next_fire
 from kubestash.api.sessions import MANAGED_BY_LABELS, backup_session_manifest
-from kubestash.controllers.common import create, patch_status, record, set_condition
+from kubestash.controllers.common import create, get_or_none, has_condition, patch_status, record, set_condition
 from kubestash.controllers.kinds import by_kind
 from kubestash.controllers.targets import target_exists
 from kubestash.runtime.controller import Result
@@ -43,16 +44,6 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass
@@ -105,7 +96,7 @@ class BackupConfigurationReconciler:
                 await record(self.events, data, "Normal" if ready else "Warning", str(status["phase"]), _why(status))
             await patch_status(self.client, "BackupConfiguration", key[1], namespace, status)
         # After the Ready status is stored: the BackupSession it creates must find its invoker Ready.
-        if status["phase"] == "Ready" and not any(c.get("type") == cond.INITIAL_BACKUP_TRIGGERED for c in conditions):
+        if status["phase"] == "Ready" and not has_condition(conditions, cond.INITIAL_BACKUP_TRIGGERED):
             await self._initial_backup(data, bc, conditions, now)
             await patch_status(self.client, "BackupConfiguration", key[1], namespace, {"conditions": conditions})
         if status["phase"] != "Ready":
@@ -116,13 +107,7 @@ class BackupConfigurationReconciler:
 
     async def _addon_found(self, session: Session) -> dict[str, Any]:
         name = session.addon.name if session.addon else ""
-        try:
-            await self.client.get(by_kind("Addon"), name)
-            found = True
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise
-            found = False
+        found = await get_or_none(self.client, by_kind("Addon"), name) is not None
         return {"apiGroup": "addons.kubestash.com", "kind": "Addon", "name": name, "found": found}
 
     async def _backend_status(self, backend: BackendReference, namespace: str) -> dict[str, Any]:
@@ -141,17 +126,11 @@ class BackupConfigurationReconciler:
             entry["storage"] = state
         if backend.retention_policy is not None:
             ref = {"namespace": backend.retention_policy.namespace or namespace, "name": backend.retention_policy.name}
-            try:
-                await self.client.get(by_kind("RetentionPolicy"), ref["name"], namespace=ref["namespace"])
+            if await get_or_none(self.client, by_kind("RetentionPolicy"), ref["name"], ref["namespace"]):
                 entry["retentionPolicy"] = {"ref": ref, "found": True}
-            except ApiError as exc:
-                if exc.status.code != 404:
-                    raise
-                entry["retentionPolicy"] = {
-                    "ref": ref,
-                    "found": False,
-                    "reason": f"RetentionPolicy {ref['namespace']}/{ref['name']} not found",
-                }
+            else:
+                reason = f"RetentionPolicy {ref['namespace']}/{ref['name']} not found"
+                entry["retentionPolicy"] = {"ref": ref, "found": False, "reason": reason}
                 ready = False
         entry["ready"] = ready
         return entry

@@ -25,14 +25,23 @@ from lightkube import ApiError, AsyncClient
 
 from kubestash.api import conditions as cond
 from kubestash.api.backup import BackupConfiguration, BackupSession, Session
+from kubestash.api.conditions import parse_time, rfc3339
 from kubestash.api.durations import format_go_duration, parse_go_duration
 from kubestash.api.naming import snapshot_name
 from kubestash.api.phases import backup_session_phase
 from kubestash.api.retention import SnapshotRecord, apply_retention_policy
 from kubestash.api.sessions import MANAGED_BY_LABELS, backup_session_manifest
 from kubestash.api.storage import RetentionPolicy
-from kubestash.controllers.backupconfiguration import parse_time, rfc3339, utcnow
-from kubestash.controllers.common import create, patch, patch_status, record, set_condition
+from kubestash.controllers.backupconfiguration import utcnow
+from kubestash.controllers.common import (
+    create,
+    get_or_none,
+    has_condition,
+    patch,
+    patch_status,
+    record,
+    set_condition,
+)
 from kubestash.controllers.kinds import by_kind
 from kubestash.controllers.targets import target_exists
 from kubestash.executor.local import EXIT_REPORTED_FAILURE, EXIT_SUCCEEDED, Invocation, LocalExecutor, task_command
@@ -74,12 +83,13 @@ class BackupSessionReconciler:
         bc_name = bs.spec.invoker.name if bs.spec.invoker else ""
         bc_data = self.configs.get(namespace, bc_name)
         if ((bc_data or {}).get("status") or {}).get("phase") != "Ready":
-            bc_data = await self._fresh(namespace, bc_name)  # the cache may not have seen it turn Ready yet
+            # The cache may not have seen it turn Ready yet.
+            bc_data = await get_or_none(self.client, by_kind("BackupConfiguration"), bc_name, namespace)
         bc = BackupConfiguration.model_validate(bc_data) if bc_data else None
         session = next((s for s in (bc.spec.sessions if bc else None) or [] if s.name == bs.spec.session), None)
         now = self.clock()
 
-        if not _has(conditions, cond.SNAPSHOTS_ENSURED):
+        if not has_condition(conditions, cond.SNAPSHOTS_ENSURED):
             skip = self._skip_reason(bs, bc, session)
             if skip is not None:
                 set_condition(conditions, cond.BACKUP_SKIPPED, "True", cond.REASON_PREREQUISITES_NOT_SATISFIED, skip)
@@ -93,7 +103,7 @@ class BackupSessionReconciler:
             created = parse_time(bs.metadata.creation_timestamp) or now
             status["backupDeadline"] = rfc3339(created + parse_go_duration(timeout))
 
-        if not _has(conditions, cond.SNAPSHOTS_ENSURED):
+        if not has_condition(conditions, cond.SNAPSHOTS_ENSURED):
             try:
                 components = [c.name for c in await resolve_target(self.client, _target(bc, namespace))]
                 status["snapshots"] = await self._ensure_snapshots(data, bc, session, components, now)
@@ -111,7 +121,7 @@ class BackupSessionReconciler:
         snapshots = [self.snapshots.get(namespace, s["name"]) for s in status.get("snapshots") or []]
         if any(not _components(snap) for snap in snapshots):
             return Result(requeue_after=0.2)  # created a moment ago: not in the cache yet
-        if not _has(conditions, cond.BACKUP_EXECUTOR_ENSURED):
+        if not has_condition(conditions, cond.BACKUP_EXECUTOR_ENSURED):
             for snap in snapshots:
                 for component in _components(snap):
                     await self.executor.launch(self._invocation(key, snap, component))
@@ -151,15 +161,6 @@ class BackupSessionReconciler:
 
     # ------------------------------------------------------------ steps
 
-    async def _fresh(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = await self.client.get(by_kind("BackupConfiguration"), name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
-        return obj.to_dict()  # type: ignore[attr-defined,no-any-return]
-
     def _skip_reason(self, bs: BackupSession, bc: BackupConfiguration | None, session: Session | None) -> str | None:
         invoker = bs.spec.invoker.name if bs.spec.invoker else ""
         if bc is None:
@@ -180,7 +181,7 @@ class BackupSessionReconciler:
             other_status = other.get("status") or {}
             if other_status.get("phase") in FINAL:
                 continue
-            started = any(c.get("type") == cond.SNAPSHOTS_ENSURED for c in other_status.get("conditions") or [])
+            started = has_condition(other_status.get("conditions") or [], cond.SNAPSHOTS_ENSURED)
             # Of two runs triggered together, the older goes first: deterministic without coordination.
             if started or (meta.get("creationTimestamp") or "", meta["name"]) < mine:
                 return f"another backup of session {bs.spec.session} is running: BackupSession {meta['name']}"
@@ -430,10 +431,6 @@ class BackupSessionReconciler:
     def _keys_of(self, namespace: str, snap_name: str) -> list[str]:
         snap = self.snapshots.get(namespace, snap_name) or {}
         return [f"{namespace}/{snap_name}/{c}" for c in _components(snap)]
-
-
-def _has(conditions: list[dict[str, Any]], type_: str) -> bool:
-    return any(c.get("type") == type_ for c in conditions)
 
 
 def _components(snap: dict[str, Any] | None) -> list[str]:

@@ -62,6 +62,30 @@ def secret_name(backend: Backend) -> str | None:
     return getattr(section, "secret_name", None) if section is not None else None
 
 
+class SecretMissing(Exception):
+    """A Secret a repository needs does not exist; the message names it (never a value)."""
+
+
+async def repository_secrets(
+    client: AsyncClient, storage: BackupStorage, repository: Repository
+) -> tuple[dict[str, bytes] | None, dict[str, bytes]]:
+    """The storage Secret's data (None when the storage needs none) and the encryption Secret's data."""
+    storage_secret = None
+    name = secret_name(storage.spec.storage)
+    if name:
+        storage_secret = await load_secret(client, storage.namespace, name)
+        if storage_secret is None:
+            raise SecretMissing(f'storage Secret "{storage.namespace}/{name}" not found')
+    ref = repository.spec.encryption_secret
+    if ref is None or not ref.name:
+        raise SecretMissing(f"Repository {repository.name} has no encryptionSecret")
+    namespace = ref.namespace or repository.namespace
+    encryption = await load_secret(client, namespace, ref.name)
+    if encryption is None:
+        raise SecretMissing(f'encryption Secret "{namespace}/{ref.name}" not found')
+    return storage_secret, encryption
+
+
 @dataclass
 class BackupStorageReconciler:
     client: AsyncClient

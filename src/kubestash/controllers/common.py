@@ -34,8 +34,26 @@ def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, rea
     )
 
 
+def has_condition(conditions: list[dict[str, Any]], type_: str, status: str | None = None) -> bool:
+    """Whether a raw condition of ``type_`` is present (with ``status``, when given)."""
+    return any(c.get("type") == type_ and (status is None or c.get("status") == status) for c in conditions)
+
+
 def remove_condition(conditions: list[dict[str, Any]], type_: str) -> None:
     conditions[:] = [c for c in conditions if c.get("type") != type_]
+
+
+async def get_or_none(
+    client: AsyncClient, resource: Any, name: str, namespace: str | None = None
+) -> dict[str, Any] | None:
+    """The object as a dict, or None if it does not exist; other API errors propagate."""
+    try:
+        obj = await client.get(resource, name, namespace=namespace) if namespace else await client.get(resource, name)
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return None
+        raise
+    return obj.to_dict()  # type: ignore[no-any-return]
 
 
 async def load_secret(client: AsyncClient, namespace: str, name: str) -> dict[str, bytes] | None:

@@ -30,16 +30,17 @@ import yaml
 from lightkube import ApiError, AsyncClient
 
 from kubestash.api import conditions as cond
+from kubestash.api.conditions import rfc3339
 from kubestash.api.phases import snapshot_components_phase, snapshot_integrity, snapshot_phase
 from kubestash.api.sizes import human_size, parse_size
 from kubestash.api.storage import Repository, Snapshot
 from kubestash.backends.base import BackendError
-from kubestash.controllers.backupconfiguration import rfc3339, utcnow
-from kubestash.controllers.backupstorage import secret_name
+from kubestash.controllers.backupconfiguration import utcnow
+from kubestash.controllers.backupstorage import SecretMissing, repository_secrets
 from kubestash.controllers.common import (
     FINALIZER,
     ensure_finalizer,
-    load_secret,
+    has_condition,
     patch_status,
     release_finalizer,
     set_condition,
@@ -85,7 +86,9 @@ class SnapshotReconciler:
         status["conditions"] = conditions
         retry = False
         components_phase = snapshot_components_phase(snap)
-        if components_phase in ("Succeeded", "Failed") and not _true(conditions, cond.SNAPSHOT_METADATA_UPLOADED):
+        if components_phase in ("Succeeded", "Failed") and not has_condition(
+            conditions, cond.SNAPSHOT_METADATA_UPLOADED, "True"
+        ):
             components = status.get("components") or {}
             status["size"] = human_size(sum(parse_size(c.get("size")) for c in components.values()))
             integrity = snapshot_integrity(snap)
@@ -184,16 +187,10 @@ class SnapshotReconciler:
     async def _wipe(self, snap: Snapshot, repo: Repository) -> None:
         """Forget and prune this Snapshot's restic snapshots in each component repository; drop its metadata."""
         storage = self.repository_reconciler.storage_of(repo)
-        storage_secret = None
-        name = secret_name(storage.spec.storage)
-        if name:
-            storage_secret = await load_secret(self.client, storage.namespace, name)
-        ref = repo.spec.encryption_secret
-        encryption = await load_secret(
-            self.client, (ref.namespace if ref else None) or repo.namespace, ref.name if ref else ""
-        )
-        if encryption is None:
-            raise NotReadyYet("the Repository's encryption Secret is gone; cannot forget restic snapshots")
+        try:
+            storage_secret, encryption = await repository_secrets(self.client, storage, repo)
+        except SecretMissing as exc:
+            raise NotReadyYet(f"cannot forget restic snapshots: {exc}") from None
         for component in ((snap.status.components if snap.status else None) or {}).values():
             ids = [s.summary.id for s in component.restic_stats or [] if s.summary and s.summary.id]
             if not ids or not component.path:
@@ -247,7 +244,3 @@ def repository_summary(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "componentPaths": paths,
     }
     return summary
-
-
-def _true(conditions: list[dict[str, Any]], type_: str) -> bool:
-    return any(c.get("type") == type_ and c.get("status") == "True" for c in conditions)

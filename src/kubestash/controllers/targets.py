@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightkube import ApiError, AsyncClient
+from lightkube import AsyncClient
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
 from lightkube.resources.core_v1 import PersistentVolumeClaim
 
 from kubestash.api.shared import TypedObjectReference
+from kubestash.controllers.common import get_or_none
 
 TARGET_KINDS: dict[tuple[str, str], Any] = {
     ("apps", "Deployment"): Deployment,
@@ -27,10 +28,4 @@ async def target_exists(client: AsyncClient, target: TypedObjectReference, names
     resource = target_resource(target)
     if resource is None:
         return False
-    try:
-        await client.get(resource, target.name, namespace=target.namespace or namespace)
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return False
-        raise
-    return True
+    return await get_or_none(client, resource, target.name, target.namespace or namespace) is not None

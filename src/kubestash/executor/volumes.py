@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from lightkube import ApiError, AsyncClient
+from lightkube import AsyncClient
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
 from lightkube.resources.core_v1 import PersistentVolume, PersistentVolumeClaim
+
+from kubestash.controllers.common import get_or_none
 
 COMPONENT_DUMP = "dump"
 PVC_MOUNT_PATH = "/kubestash-data"
@@ -311,22 +313,11 @@ _WORKLOADS: dict[str, type[Deployment] | type[StatefulSet] | type[DaemonSet]] = 
 }
 
 
-async def _get(client: AsyncClient, res: Any, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-    try:
-        obj = await client.get(res, name, namespace=namespace) if namespace else await client.get(res, name)
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return None
-        raise
-    out: dict[str, Any] = obj.to_dict()
-    return out
-
-
 async def _claim_path(client: AsyncClient, namespace: str, claim: str) -> Path:
-    pvc = await _get(client, PersistentVolumeClaim, claim, namespace)
+    pvc = await get_or_none(client, PersistentVolumeClaim, claim, namespace)
     pv = None
     if pvc is not None and (pvc.get("spec") or {}).get("volumeName"):
-        pv = await _get(client, PersistentVolume, bound_volume(pvc))
+        pv = await get_or_none(client, PersistentVolume, bound_volume(pvc))
     return claim_path(pvc, pv, namespace, claim)
 
 
@@ -350,7 +341,7 @@ async def resolve_target(
             f"cannot back up {target.api_group or 'core'}/{where}: embedded mode supports apps/Deployment, "
             "apps/StatefulSet, apps/DaemonSet and PersistentVolumeClaim targets"
         )
-    workload = await _get(client, res, target.name, namespace)
+    workload = await get_or_none(client, res, target.name, namespace)
     if workload is None:
         raise VolumeError(f"backup target {where} not found")
     claims: dict[str, Path | VolumeError] = {}

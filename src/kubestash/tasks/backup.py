@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from lightkube import ApiError, AsyncClient
 
 from kubestash.api.addons import Addon, Function
 from kubestash.api.backup import BackupConfiguration, BackupSession, Session
+from kubestash.api.conditions import rfc3339
 from kubestash.api.durations import format_go_duration, parse_go_duration
 from kubestash.api.naming import component_path
 from kubestash.api.shared import TypedObjectReference
@@ -31,7 +32,8 @@ from kubestash.api.sizes import human_size
 from kubestash.api.storage import BackupStorage, Repository, Snapshot
 from kubestash.backends.base import BackendError
 from kubestash.backends.factory import open_backend
-from kubestash.controllers.common import load_secret, patch_status
+from kubestash.controllers.backupstorage import SecretMissing, repository_secrets
+from kubestash.controllers.common import get_or_none, patch_status
 from kubestash.controllers.kinds import by_kind
 from kubestash.engine.base import BackupSummary, Engine, EngineError, Progress, ProgressCallback, RepositoryTarget
 from kubestash.engine.location import repository_target
@@ -251,22 +253,10 @@ async def _paths(client: AsyncClient, plan: BackupPlan, component: str) -> list[
 
 
 async def _secrets(client: AsyncClient, plan: BackupPlan) -> tuple[dict[str, bytes] | None, dict[str, bytes]]:
-    storage = plan.storage
-    section = storage.spec.storage.s3 or storage.spec.storage.gcs or storage.spec.storage.azure
-    storage_secret = None
-    secret_name = getattr(section, "secret_name", None) if section is not None else None
-    if secret_name:
-        storage_secret = await load_secret(client, storage.metadata.namespace or "", secret_name)
-        if storage_secret is None:
-            raise TaskFailed(f'storage Secret "{storage.metadata.namespace}/{secret_name}" not found')
-    ref = plan.repository.spec.encryption_secret
-    if ref is None or not ref.name:
-        raise TaskFailed(f"Repository {plan.repository.metadata.name} has no encryptionSecret")
-    enc_ns = ref.namespace or plan.repository.metadata.namespace or ""
-    encryption = await load_secret(client, enc_ns, ref.name)
-    if encryption is None:
-        raise TaskFailed(f'encryption Secret "{enc_ns}/{ref.name}" not found')
-    return storage_secret, encryption
+    try:
+        return await repository_secrets(client, plan.storage, plan.repository)
+    except SecretMissing as exc:
+        raise TaskFailed(str(exc)) from None
 
 
 def _remaining(plan: BackupPlan) -> Callable[[], float | None]:
@@ -279,12 +269,14 @@ def _remaining(plan: BackupPlan) -> Callable[[], float | None]:
 
 
 async def _get(client: AsyncClient, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    where = f"{namespace}/{name}" if namespace else name
     try:
-        obj = await client.get(by_kind(kind), name, namespace=namespace or None)
+        obj = await get_or_none(client, by_kind(kind), name, namespace or None)
     except ApiError as exc:
-        where = f"{namespace}/{name}" if namespace else name
         raise TaskFailed(f"{kind} {where}: {exc.status.message}") from None
-    return obj.to_dict()  # type: ignore[attr-defined,no-any-return]
+    if obj is None:
+        raise TaskFailed(f"{kind} {where} not found")
+    return obj
 
 
 def _summary(summary: BackupSummary, host_path: str) -> dict[str, Any]:
@@ -294,8 +286,8 @@ def _summary(summary: BackupSummary, host_path: str) -> dict[str, Any]:
             "uploaded": human_size(summary.data_added),
             "hostPath": host_path,
             "size": human_size(summary.total_bytes_processed),
-            "startTime": _time(summary.started),
-            "endTime": _time(summary.ended),
+            "startTime": rfc3339(summary.started) if summary.started else None,
+            "endTime": rfc3339(summary.ended) if summary.ended else None,
         }
     }
 
@@ -314,7 +306,3 @@ def _progress(p: Progress) -> dict[str, Any]:
 
 def _elapsed(started: float) -> str:
     return format_go_duration(timedelta(seconds=round(time.monotonic() - started, 3)))
-
-
-def _time(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
