@@ -7,12 +7,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import Client, KubeConfig
+from lightkube import Client
 from lightkube.codecs import from_dict
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
@@ -25,19 +24,6 @@ KUBESTASH = Path(sys.prefix) / "bin" / "kubestash"
 BackupConfiguration = by_kind("BackupConfiguration")
 BackupSession = by_kind("BackupSession")
 Snapshot = by_kind("Snapshot")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("apiserver"), cache_dir=tmp_path_factory.mktemp("kube-cache"))
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def kube(server: ServerProcess) -> Client:
-    return Client(config=KubeConfig.from_file(str(server.kubeconfig)))
 
 
 @pytest.fixture

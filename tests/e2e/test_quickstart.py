@@ -19,3 +19,7 @@ def test_quickstart_runs_and_shows_the_objects() -> None:
     assert "Server Version: v1.34.0+kubestash" in out
     assert "backupstorage.storage.kubestash.com/local-storage condition met" in out
     assert "kind: BackendMeta" in out
+    assert "initial backup: Succeeded" in out
+    assert "2 snapshots" in out, "restic itself lists both backups"
+    assert "restoresession.core.kubestash.com/demo-restore created" in out
+    assert "all 3001 files restored byte for byte" in out

@@ -8,294 +8,41 @@ that the stock ``restic`` reads and restores byte for byte, with the Secret's pa
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
-import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient, Client, KubeConfig
+from lightkube import AsyncClient, Client
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace, Secret
+from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from apiserver_process import ServerProcess
+from e2e_world import (
+    PASSWORD,
+    SESSION,
+    World,
+    backup_configuration,
+    core_resource,
+    final_status,
+    finished_session,
+    manifest_of,
+    run_with_operator,
+    sessions_of,
+    status,
+    tree,
+    trigger_now,
+    until,
+)
 from kubestash.api.naming import backup_session_name
 from kubestash.api.sessions import backup_session_manifest
-from kubestash.controllers.backupconfiguration import utcnow
 from kubestash.controllers.kinds import by_kind
-from kubestash.controllers.manager import Operator
-from storage_servers import MotoServer, moto_server
-
-PASSWORD = "correct-horse-battery-staple"
-SESSION = "frequent-backup"
-FINAL = ("Succeeded", "Failed", "Skipped")
-
-
-# ---------------------------------------------------------------- world building
-
-
-def tree(root: Path, seed: int = 0) -> None:
-    """A small tree with what a restore must reproduce: nested files, modes, a symlink, an empty dir."""
-    (root / "app" / "logs").mkdir(parents=True)
-    (root / "empty").mkdir()
-    (root / "app" / "config.yaml").write_text(f"seed: {seed}\nname: demo\n")
-    (root / "app" / "data.bin").write_bytes(os.urandom(200_000))
-    (root / "app" / "logs" / "today.log").write_text("line\n" * 1000)
-    (root / "app" / "script.sh").write_text("#!/bin/sh\necho hi\n")
-    (root / "app" / "script.sh").chmod(0o750)
-    (root / "app" / "skip.tmp").write_text("excluded by the pattern\n")
-    (root / "link").symlink_to("app/config.yaml")
-
-
-def manifest_of(root: Path, *, skip: Callable[[Path], bool] = lambda p: False) -> dict[str, Any]:
-    """Path -> (kind, mode, sha256 | link target, mtime) for everything under root."""
-    out: dict[str, Any] = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if skip(path):
-            continue
-        st = path.lstat()
-        if path.is_symlink():
-            out[rel] = ("link", os.readlink(path))
-        elif path.is_dir():
-            out[rel] = ("dir", oct(st.st_mode & 0o7777))
-        else:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            out[rel] = ("file", oct(st.st_mode & 0o7777), digest, int(st.st_mtime))
-    return out
-
-
-@dataclass
-class World:
-    kube: Client
-    ns: str
-    tmp: Path
-    backend_root: Path
-    storage: dict[str, Any]
-    env: dict[str, str] = field(default_factory=dict)
-    repo_url_base: str = ""
-
-    def apply(self, obj: dict[str, Any]) -> None:
-        kind = obj["kind"]
-        obj.setdefault("metadata", {}).setdefault("namespace", self.ns)
-        if kind in ("PersistentVolume",):
-            obj["metadata"].pop("namespace")
-        resource = by_kind(kind) if "kubestash.com" in obj["apiVersion"] else _core(kind)
-        self.kube.create(resource.from_dict(obj))
-
-    def pv_pvc(self, name: str, path: Path) -> None:
-        pv = f"{self.ns}-{name}"
-        self.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": pv},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "hostPath": {"path": str(path)},
-                    "claimRef": {"namespace": self.ns, "name": name},
-                },
-            }
-        )
-        self.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": name},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": "1Gi"}},
-                    "volumeName": pv,
-                },
-            }
-        )
-
-    def deployment(self, name: str, *, claim: str) -> None:
-        """A one-replica Deployment mounting ``claim`` at /source/data."""
-        volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
-        self.apply(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": name},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": {"app": "demo"}},
-                    "template": pod_template(volumes),
-                },
-            }
-        )
-
-    def restic(self, repo_dir: str, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **self.env, "RESTIC_PASSWORD": PASSWORD}
-        url = f"{self.repo_url_base}/{repo_dir}" if self.repo_url_base else str(self.backend_root / repo_dir)
-        return subprocess.run(
-            ["restic", "-r", url, "--no-cache", *args], env=env, capture_output=True, text=True, check=False
-        )
-
-
-def _core(kind: str) -> Any:
-    from lightkube.resources.apps_v1 import Deployment, StatefulSet
-    from lightkube.resources.core_v1 import PersistentVolume, PersistentVolumeClaim
-
-    return {
-        "PersistentVolume": PersistentVolume,
-        "PersistentVolumeClaim": PersistentVolumeClaim,
-        "Deployment": Deployment,
-        "StatefulSet": StatefulSet,
-        "Secret": Secret,
-    }[kind]
-
-
-def backup_configuration(
-    name: str, target: dict[str, Any], addon: str, params: dict[str, str] | None = None, directory: str = "/demo"
-) -> dict[str, Any]:
-    task: dict[str, Any] = {"name": "logical-backup"}
-    if params:
-        task["params"] = params
-    return {
-        "apiVersion": "core.kubestash.com/v1alpha1",
-        "kind": "BackupConfiguration",
-        "metadata": {"name": name},
-        "spec": {
-            "target": target,
-            "backends": [
-                {"name": "backend", "storageRef": {"name": "storage"}, "retentionPolicy": {"name": "keep-three"}}
-            ],
-            "sessions": [
-                {
-                    "name": SESSION,
-                    "sessionHistoryLimit": 2,
-                    "scheduler": {"schedule": "0 0 1 1 *"},
-                    "repositories": [
-                        {
-                            "name": f"{name}-repo",
-                            "backend": "backend",
-                            "directory": directory,
-                            "encryptionSecret": {"name": "encrypt-secret"},
-                        }
-                    ],
-                    "addon": {"name": addon, "tasks": [task]},
-                }
-            ],
-        },
-    }
-
-
-@pytest.fixture
-def kube(server: ServerProcess) -> Client:
-    return Client(config=KubeConfig.from_file(str(server.kubeconfig)))
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with moto_server() as server:
-        yield server
-
-
-@pytest.fixture(params=["local", "s3"])
-def world(request: pytest.FixtureRequest, kube: Client, tmp_path: Path) -> World:
-    ns = f"bk-{uuid.uuid4().hex[:8]}"
-    kube.create(Namespace(metadata=ObjectMeta(name=ns)))
-    backend_root = tmp_path / "backend"
-    if request.param == "local":
-        storage: dict[str, Any] = {
-            "provider": "local",
-            "local": {"mountPath": "/safe/data", "hostPath": {"path": str(backend_root)}},
-        }
-        w = World(kube, ns, tmp_path, backend_root, storage)
-    else:
-        moto: MotoServer = request.getfixturevalue("moto")
-        bucket = f"b-{ns}"
-        moto.create_bucket(bucket)
-        creds = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3-secret-key-value-1234"}
-        kube.create(Secret(metadata=ObjectMeta(name="s3-creds", namespace=ns), stringData=creds))
-        storage = {
-            "provider": "s3",
-            "s3": {"endpoint": moto.endpoint, "bucket": bucket, "prefix": "team", "secretName": "s3-creds"},
-        }
-        w = World(kube, ns, tmp_path, backend_root, storage, env=creds)
-        w.repo_url_base = f"s3:{moto.endpoint}/{bucket}/team"
-    kube.create(
-        Secret(metadata=ObjectMeta(name="encrypt-secret", namespace=ns), stringData={"RESTIC_PASSWORD": PASSWORD})
-    )
-    w.apply(
-        {
-            "apiVersion": "storage.kubestash.com/v1alpha1",
-            "kind": "BackupStorage",
-            "metadata": {"name": "storage"},
-            "spec": {"storage": storage, "default": True, "deletionPolicy": "WipeOut"},
-        }
-    )
-    w.apply(
-        {
-            "apiVersion": "storage.kubestash.com/v1alpha1",
-            "kind": "RetentionPolicy",
-            "metadata": {"name": "keep-three"},
-            "spec": {"successfulSnapshots": {"last": 3}, "failedSnapshots": {"last": 1}},
-        }
-    )
-    return w
-
-
-def run_with_operator(
-    server: ServerProcess, body: Callable[[AsyncClient], Any], clock: Callable[[], datetime] = utcnow
-) -> Any:
-    async def scenario() -> Any:
-        client = AsyncClient(config=KubeConfig.from_file(str(server.kubeconfig)))
-        operator = Operator(client, sync_interval=5.0, retry_interval=0.5, kubeconfig=server.kubeconfig, clock=clock)
-        await operator.start()
-        try:
-            return await body(client)
-        finally:
-            await operator.stop()
-
-    return asyncio.run(scenario())
-
-
-async def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout}s")
-        await asyncio.sleep(0.2)
-
-
-def status(kube: Client, kind: str, name: str, ns: str) -> dict[str, Any]:
-    try:
-        return dict(kube.get(by_kind(kind), name, namespace=ns).status or {})
-    except Exception:
-        return {}
-
-
-def sessions_of(kube: Client, ns: str) -> list[Any]:
-    return sorted(kube.list(by_kind("BackupSession"), namespace=ns), key=lambda s: s.metadata.name)
-
-
-async def finished_session(kube: Client, ns: str, count: int = 1) -> dict[str, Any]:
-    """Wait until ``count`` BackupSessions exist and all are final; return the status of the newest."""
-
-    def done() -> dict[str, Any] | None:
-        items = sessions_of(kube, ns)
-        final = [dict(s.status or {}) for s in items if (s.status or {}).get("phase") in FINAL]
-        if len(items) < count or len(final) < len(items):
-            return None
-        newest = max(items, key=lambda s: (s.metadata.creationTimestamp, s.metadata.name))
-        return dict(newest.status or {})
-
-    return await until(done, what="finished BackupSessions")  # type: ignore[no-any-return]
+from storage_servers import moto_server
 
 
 def restore_and_compare(world: World, repo_dir: str, source: Path, host_path: Path, *, excluded: bool = True) -> None:
@@ -341,22 +88,6 @@ def test_pvc_backup_with_pvc_addon(server: ServerProcess, kube: Client, world: W
     restore_and_compare(world, f"demo/{component['path']}", source, source)
 
 
-def pod_template(volumes: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "metadata": {"labels": {"app": "demo"}},
-        "spec": {
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "busybox",
-                    "volumeMounts": [{"name": "data", "mountPath": "/source/data"}],
-                }
-            ],
-            "volumes": volumes,
-        },
-    }
-
-
 def test_deployment_backup_with_workload_addon_paths_and_exclude(
     server: ServerProcess, kube: Client, world: World
 ) -> None:
@@ -372,39 +103,12 @@ def test_deployment_backup_with_workload_addon_paths_and_exclude(
     snap = status(kube, "Snapshot", session["snapshots"][0]["name"], world.ns)
     assert list(snap["components"]) == ["dump"] and snap["phase"] == "Succeeded"
     stats = snap["components"]["dump"]["resticStats"]
-    assert [s["summary"]["hostPath"] for s in stats] == [str(source)]
+    assert [s["summary"]["hostPath"] for s in stats] == ["/source/data"]  # the path in the pod, as KubeStash records it
     restore_and_compare(world, f"demo/repository/v1/{SESSION}/dump", source, source)
 
 
 def test_statefulset_backup_has_one_component_per_replica(server: ServerProcess, kube: Client, world: World) -> None:
-    sources = []
-    for ordinal in range(2):
-        source = world.tmp / f"sts-{ordinal}"
-        tree(source, seed=ordinal)
-        world.pv_pvc(f"data-db-{ordinal}", source)
-        sources.append(source)
-    template = pod_template([])
-    world.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": {"name": "db"},
-            "spec": {
-                "replicas": 2,
-                "serviceName": "db",
-                "selector": {"matchLabels": {"app": "demo"}},
-                "template": template,
-                "volumeClaimTemplates": [
-                    {
-                        "metadata": {"name": "data"},
-                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-                    }
-                ],
-            },
-        }
-    )
-    target = {"apiGroup": "apps", "kind": "StatefulSet", "name": "db"}
-    world.apply(backup_configuration("sts", target, "workload-addon", {"paths": "/source/data"}))
+    sources = world.statefulset_with_backup()
 
     session = run_with_operator(server, lambda client: finished_session(kube, world.ns))
     assert session["phase"] == "Succeeded", json.dumps(session, indent=1)
@@ -548,21 +252,6 @@ def test_retention_keeps_the_last_three_snapshots_and_their_data(
     assert files == sorted(f"{s.metadata.name}.yaml" for s in snaps)
 
 
-def trigger_now(kube: Client, ns: str, bc_name: str) -> str:
-    bc = kube.get(by_kind("BackupConfiguration"), bc_name, namespace=ns).to_dict()  # type: ignore[attr-defined]
-    manifest = backup_session_manifest(bc, SESSION, int(time.time() * 1000) % 10**10)
-    kube.create(by_kind("BackupSession").from_dict(manifest))  # type: ignore[attr-defined]
-    return str(manifest["metadata"]["name"])
-
-
-async def final_status(kube: Client, ns: str, name: str, timeout: float = 90.0) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        st = status(kube, "BackupSession", name, ns)
-        return st if st.get("phase") in FINAL else None
-
-    return await until(done, timeout=timeout, what=f"BackupSession {name} finished")  # type: ignore[no-any-return]
-
-
 def component_error(kube: Client, ns: str, session: dict[str, Any]) -> str:
     snap = status(kube, "Snapshot", session["snapshots"][0]["name"], ns)
     return "; ".join(str(c.get("error")) for c in snap["components"].values() if c.get("error"))
@@ -640,13 +329,13 @@ def test_failures_say_why_and_the_next_backup_succeeds(server: ServerProcess, ku
 
         name = await asyncio.to_thread(trigger_now, kube, world.ns, "fail")
         await running_snapshot(kube, world.ns, name)
-        await asyncio.to_thread(kube.delete, _core("PersistentVolumeClaim"), "data", namespace=world.ns)
+        await asyncio.to_thread(kube.delete, core_resource("PersistentVolumeClaim"), "data", namespace=world.ns)
         failed = await final_status(kube, world.ns, name)
         assert failed["phase"] == "Failed"
         errors["deleted"] = component_error(kube, world.ns, failed)
 
         big.unlink()
-        await asyncio.to_thread(kube.delete, _core("PersistentVolume"), f"{world.ns}-data")
+        await asyncio.to_thread(kube.delete, core_resource("PersistentVolume"), f"{world.ns}-data")
         await asyncio.sleep(0.5)
         await asyncio.to_thread(world.pv_pvc, "data", source)
         await until(lambda: status(kube, "BackupConfiguration", "fail", world.ns).get("phase") == "Ready")

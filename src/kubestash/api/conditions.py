@@ -91,6 +91,7 @@ REASON_POST_RESTORE_HOOKS_SUCCEEDED = "SuccessfullyExecutedPostRestoreHooks"
 REASON_POST_RESTORE_HOOKS_FAILED = "FailedToExecutePostRestoreHooks"
 RESTORE_TARGET_FOUND = "RestoreTargetFound"
 REASON_UNABLE_TO_CHECK_TARGET = "UnableToCheckTargetAvailability"
+REASON_TARGET_FOUND = "TargetFound"  # (inferred) the reference names only the failure reason
 RESTORE_INCOMPLETE = "RestoreIncomplete"
 REASON_RESTORE_EXECUTOR_TERMINATED = "RestoreExecutorTerminatedBeforeCompletion"
 

@@ -161,7 +161,10 @@ def run(config: ServerConfig, *, with_controllers: bool = False) -> None:
                 from kubestash.controllers.manager import Operator, client_from
 
                 operator = Operator(
-                    client_from(server.kubeconfig_path), kubeconfig=server.kubeconfig_path, prewarm=True
+                    client_from(server.kubeconfig_path),
+                    kubeconfig=server.kubeconfig_path,
+                    prewarm=True,
+                    volume_root=config.data_dir / "volumes",
                 )
                 await operator.start()
             await wait_for_shutdown_signal()

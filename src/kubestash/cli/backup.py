@@ -90,7 +90,7 @@ def connect(kubeconfig: Path | None, context: str | None, namespace: str | None)
     return Connection(config, namespace or config.namespace)
 
 
-def _connection_options(fn: F) -> F:
+def connection_options(fn: F) -> F:
     fn = click.option("--context", default=None, help="Kubeconfig context to use.")(fn)
     fn = click.option(
         "--kubeconfig",
@@ -102,7 +102,7 @@ def _connection_options(fn: F) -> F:
 
 
 @contextmanager
-def _api_errors() -> Iterator[None]:
+def api_errors() -> Iterator[None]:
     """API and connection failures as one-line messages instead of tracebacks."""
     try:
         yield
@@ -138,7 +138,7 @@ def select_sessions(bc: Mapping[str, Any], wanted: str | None) -> list[str]:
 @click.option("--sessions", default=None, help="Comma-separated sessions to trigger (default: all).")
 @click.option("--wait", is_flag=True, help="Follow the BackupSessions until they finish; exit 1 unless all succeed.")
 @click.option("--timeout", type=float, default=0, help="With --wait: give up after this many seconds (0: never).")
-@_connection_options
+@connection_options
 def trigger(
     backupconfiguration: str,
     sessions: str | None,
@@ -152,7 +152,7 @@ def trigger(
     conn = connect(kubeconfig, context, namespace)
     client = conn.client()
     by_kind("BackupSession")  # registers the generic resource from_dict decodes to
-    with _api_errors():
+    with api_errors():
         bc = _get_backup_configuration(client, backupconfiguration, conn.namespace)
         now = int(time.time())
         created = []
@@ -162,7 +162,7 @@ def trigger(
             click.echo(f"backupsession.{CORE_GROUP}/{obj.metadata.name} created (session {session})")
             created.append(obj.metadata.name)
     if wait:
-        with _api_errors():
+        with api_errors():
             ok = wait_for_sessions(client, conn.namespace, created, timeout=timeout)
         raise click.exceptions.Exit(0 if ok else 1)
 
@@ -399,7 +399,7 @@ def _report_final(
 # ------------------------------------------------------------------ pause / resume
 def _set_paused(backupconfiguration: str, paused: bool, conn: Connection) -> None:
     client = conn.client()
-    with _api_errors():
+    with api_errors():
         bc = _get_backup_configuration(client, backupconfiguration, conn.namespace)
         was = bool((bc.get("spec") or {}).get("paused"))
         client.patch(
@@ -419,7 +419,7 @@ def _set_paused(backupconfiguration: str, paused: bool, conn: Connection) -> Non
 
 @click.command()
 @click.argument("backupconfiguration")
-@_connection_options
+@connection_options
 def pause(backupconfiguration: str, namespace: str | None, kubeconfig: Path | None, context: str | None) -> None:
     """Pause a BackupConfiguration: no scheduled backups until resumed."""
     _set_paused(backupconfiguration, True, connect(kubeconfig, context, namespace))
@@ -427,7 +427,7 @@ def pause(backupconfiguration: str, namespace: str | None, kubeconfig: Path | No
 
 @click.command()
 @click.argument("backupconfiguration")
-@_connection_options
+@connection_options
 def resume(backupconfiguration: str, namespace: str | None, kubeconfig: Path | None, context: str | None) -> None:
     """Resume a paused BackupConfiguration."""
     _set_paused(backupconfiguration, False, connect(kubeconfig, context, namespace))
@@ -481,7 +481,7 @@ def _cell(value: Any) -> str:
 @click.argument("kind")
 @click.argument("name", required=False)
 @click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
-@_connection_options
+@connection_options
 def get(
     kind: str,
     name: str | None,
@@ -496,7 +496,7 @@ def get(
         raise UsageFailure("a name cannot be combined with --all-namespaces")
     conn = connect(kubeconfig, context, namespace)
     scope = None if all_namespaces else conn.namespace
-    with _api_errors(), conn.http() as http:
+    with api_errors(), conn.http() as http:
         resp = http.get(resource_path(info, scope, name), headers={"Accept": TABLE_ACCEPT})
         if resp.status_code == 404 and name:
             raise CliError(f'{info.plural}.{info.group} "{name}" not found')

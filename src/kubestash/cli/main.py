@@ -7,6 +7,8 @@ import click
 from kubestash import __version__
 from kubestash.cli.backup import get, pause, resume, trigger
 from kubestash.cli.crds import crds
+from kubestash.cli.download import download
+from kubestash.cli.repository import password, pw, unlock
 from kubestash.cli.up import apiserver, operator, up
 from kubestash.cli.validate import validate
 
@@ -26,3 +28,7 @@ main.add_command(trigger)
 main.add_command(pause)
 main.add_command(resume)
 main.add_command(get)
+main.add_command(unlock)
+main.add_command(password)
+main.add_command(pw)
+main.add_command(download)

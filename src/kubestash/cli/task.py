@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from lightkube import AsyncClient
 
 
 @click.group(hidden=True)
@@ -23,20 +29,60 @@ def task() -> None:
 @click.option("--component", required=True)
 def backup(kubeconfig: Path | None, namespace: str, snapshot: str, component: str) -> None:
     """Back up one component of a Snapshot; exit 0 only when it Succeeded."""
-    from kubestash.controllers.manager import client_from
     from kubestash.engine.restic import ResticEngine
     from kubestash.tasks.backup import run_backup
 
+    _logging()
+    sys.exit(_run(kubeconfig, lambda client: run_backup(client, ResticEngine(), namespace, snapshot, component)))
+
+
+@task.command("restore")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--namespace", required=True)
+@click.option("--restoresession", required=True)
+@click.option("--snapshot", required=True, help="The Snapshot the RestoreSession's data source resolved to.")
+@click.option("--snapshot-namespace", required=True)
+@click.option("--component", required=True)
+def restore(
+    kubeconfig: Path | None, namespace: str, restoresession: str, snapshot: str, snapshot_namespace: str, component: str
+) -> None:
+    """Restore one component of a Snapshot into a RestoreSession's target; exit 0 only when it Succeeded."""
+    from kubestash.engine.restic import ResticEngine
+    from kubestash.tasks.restore import run_restore
+
+    _logging()
+    sys.exit(
+        _run(
+            kubeconfig,
+            lambda client: run_restore(
+                client, ResticEngine(), namespace, restoresession, snapshot, snapshot_namespace, component
+            ),
+        )
+    )
+
+
+def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
+
+def _run(kubeconfig: Path | None, body: Callable[[AsyncClient], Awaitable[int]]) -> int:
+    from kubestash.controllers.manager import client_from
+
     async def main() -> int:
+        # The executor stops a task with SIGTERM (deadline, deletion): unwind, so that the engine stops restic
+        # and a restore removes its staging directory, instead of dying mid-write.
+        current = asyncio.current_task()
+        assert current is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, current.cancel)
         client = client_from(kubeconfig)
         try:
-            return await run_backup(client, ResticEngine(), namespace, snapshot, component)
+            return await body(client)
+        except asyncio.CancelledError:
+            return 128 + signal.SIGTERM
         finally:
             await client.close()
 
-    sys.exit(asyncio.run(main()))
+    return asyncio.run(main())
 
 
 @task.command("warm")
@@ -48,7 +94,8 @@ def warm() -> None:
     import json
 
     import kubestash.engine.restic
-    import kubestash.tasks.backup  # noqa: F401
+    import kubestash.tasks.backup
+    import kubestash.tasks.restore  # noqa: F401
 
     line = sys.stdin.readline()
     if not line.strip():

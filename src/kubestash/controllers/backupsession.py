@@ -44,7 +44,7 @@ from kubestash.controllers.common import (
 )
 from kubestash.controllers.kinds import by_kind
 from kubestash.controllers.targets import target_exists
-from kubestash.executor.local import EXIT_REPORTED_FAILURE, EXIT_SUCCEEDED, Invocation, LocalExecutor, task_command
+from kubestash.executor.local import Invocation, LocalExecutor, task_command
 from kubestash.executor.volumes import VolumeError, resolve_target
 from kubestash.runtime.controller import Result
 from kubestash.runtime.events import EventRecorder
@@ -253,19 +253,9 @@ class BackupSessionReconciler:
         for component, state in components.items():
             if state.get("phase") in ("Succeeded", "Failed"):
                 continue
-            key = f"{meta['namespace']}/{meta['name']}/{component}"
-            if self.executor.running(key):
-                continue
-            code = self.executor.returncode(key)
-            reason = self.executor.kill_reason(key)
-            if reason is None and code in (EXIT_SUCCEEDED, EXIT_REPORTED_FAILURE):
-                continue  # it reported; the report has not reached the cache yet
+            reason = self.executor.unreported_end(f"{meta['namespace']}/{meta['name']}/{component}", "backup")
             if reason is None:
-                reason = (
-                    "the backup process was lost (the operator restarted while it ran)"
-                    if code is None
-                    else f"the backup process exited with code {code} before reporting a result"
-                )
+                continue
             failed[component] = {"phase": "Failed", "error": reason}
         if failed:
             snap_conditions = list((snap.get("status") or {}).get("conditions") or [])

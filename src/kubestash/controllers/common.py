@@ -111,7 +111,7 @@ async def record(events: EventRecorder, obj: Mapping[str, Any], kind: EventKind,
 
 
 async def create(client: AsyncClient, manifest: Mapping[str, Any]) -> bool:
-    """Create an object of one of our kinds (or a core kind) from its manifest; False if it exists already."""
+    """Create an object of one of our kinds from its manifest; False if it exists already."""
     resource = by_kind(str(manifest["kind"])).from_dict(dict(manifest))  # type: ignore[attr-defined]
     try:
         await client.create(resource)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lightkube import AsyncClient, KubeConfig
+from lightkube.resources.core_v1 import PersistentVolumeClaim
 
 from kubestash.api.storage import Backend
 from kubestash.backends.base import ObjectBackend
@@ -18,7 +19,9 @@ from kubestash.controllers.backupconfiguration import BackupConfigurationReconci
 from kubestash.controllers.backupsession import BackupSessionReconciler
 from kubestash.controllers.backupstorage import BackupStorageReconciler, Opener
 from kubestash.controllers.kinds import by_kind
+from kubestash.controllers.provisioner import LocalVolumeProvisioner
 from kubestash.controllers.repository import RepositoryReconciler
+from kubestash.controllers.restoresession import RESTORE_KEY_PREFIX, RestoreSessionReconciler
 from kubestash.controllers.snapshot import SnapshotReconciler
 from kubestash.engine.base import Engine
 from kubestash.executor.local import Invocation, LocalExecutor
@@ -65,13 +68,15 @@ class Operator:
         clock: Clock = utcnow,
         install_addons: bool = True,
         prewarm: bool = False,
+        volume_root: Path | None = None,
     ) -> None:
         """``backend_opener`` decides how a BackupStorage spec becomes a backend (tests point Azure at azurite);
         every backend request it opens gets ``backend_timeout`` seconds (:mod:`kubestash.backends.deadline`).
         Reconciles wait on I/O, so ``workers`` per controller are cheap; several keep a dead endpoint from
         delaying every other object. ``kubeconfig`` is what backup processes use to reach the API server;
         ``clock`` drives schedules (tests move time); ``install_addons`` applies the built-in Addon catalog;
-        ``prewarm`` starts the executor's task processes at once (the long-running commands do; tests do not)."""
+        ``prewarm`` starts the executor's task processes at once (the long-running commands do; tests do not);
+        ``volume_root`` turns on embedded mode's provisioner for unbound claims (:mod:`.provisioner`)."""
         from kubestash.engine.restic import ResticEngine
 
         self.client = client
@@ -87,6 +92,7 @@ class Operator:
         self.configs = Informer(client, by_kind("BackupConfiguration"))
         self.sessions = Informer(client, by_kind("BackupSession"))
         self.snapshots = Informer(client, by_kind("Snapshot"))
+        self.restores = Informer(client, by_kind("RestoreSession"))
         self.executor = LocalExecutor(self._process_exited)
 
         self.backup_storages = Controller(
@@ -149,17 +155,41 @@ class Operator:
         )
         self.snapshot_controller.watch(self.snapshots)
 
-        self.informers = [self.storages, self.repositories, self.configs, self.sessions, self.snapshots]
+        self.restore_sessions = Controller(
+            "restoresession",
+            RestoreSessionReconciler(
+                client,
+                self.restores,
+                self.snapshots,
+                self.configs,
+                self.executor,
+                events,
+                str(kubeconfig) if kubeconfig else None,
+                clock,
+            ),
+            workers=workers,
+        )
+        self.restore_sessions.watch(self.restores)
+
+        self.informers = [self.storages, self.repositories, self.configs, self.sessions, self.snapshots, self.restores]
         self.controllers = [
             self.backup_storages,
             self.repository_controller,
             self.backup_configurations,
             self.backup_sessions,
             self.snapshot_controller,
+            self.restore_sessions,
         ]
+        if volume_root is not None:
+            claims = Informer(client, PersistentVolumeClaim)
+            provisioner = Controller("provisioner", LocalVolumeProvisioner(client, claims, volume_root), workers=1)
+            provisioner.watch(claims)
+            self.informers.append(claims)
+            self.controllers.append(provisioner)
 
     def _process_exited(self, invocation: Invocation, code: int, killed_for: str | None) -> None:
-        self.backup_sessions.queue.add(invocation.owner)
+        restore = invocation.key.startswith(RESTORE_KEY_PREFIX)
+        (self.restore_sessions if restore else self.backup_sessions).queue.add(invocation.owner)
 
     def _repositories_of_storage(self, storage: dict[str, Any]) -> Iterable[Key]:
         """A storage turning Ready (or changing) re-examines the repositories that live in it."""

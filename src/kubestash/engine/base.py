@@ -97,6 +97,8 @@ class RestoreSummary:
     files_restored: int = 0
     bytes_restored: int = 0
     total_duration: float = 0.0
+    paths: tuple[str, ...] = ()
+    """The paths the snapshot holds; the restored tree is ``<target>/<path>``."""
 
 
 @dataclass(frozen=True)
@@ -168,9 +170,13 @@ class Engine(Protocol):
         *,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
+        relative: bool = False,
         on_progress: ProgressCallback | None = None,
         timeout: float | None = None,
-    ) -> RestoreSummary: ...
+    ) -> RestoreSummary:
+        """Restore into ``target`` (each snapshot path re-created below it). Patterns follow restic; with
+        ``relative`` an absolute pattern is taken relative to the snapshot's one path (``/app`` = its app/)."""
+        ...
 
     async def snapshots(self, repo: RepositoryTarget) -> list[SnapshotInfo]: ...
 
@@ -189,3 +195,7 @@ class Engine(Protocol):
     async def add_key(self, repo: RepositoryTarget, new_password: str, *, user: str = "", host: str = "") -> None: ...
 
     async def remove_key(self, repo: RepositoryTarget, key_id: str) -> None: ...
+
+    async def update_key(self, repo: RepositoryTarget, new_password: str) -> None:
+        """Change the password of the key ``repo.password`` opens (restic ``key passwd``; the key gets a new ID)."""
+        ...

@@ -18,8 +18,10 @@ Decisions worth knowing:
 * **init** -- serialized per URL inside one engine, and for local repositories across processes with an
   ``flock`` on the repository directory; an ``init`` losing a race still sees "config file already exists"
   and reports False.
-* **restore** -- restic 0.14 has no JSON restore output, so :class:`RestoreSummary` counts the snapshot's
-  files (``ls --json``) that exist in the target afterwards; ``on_progress`` gets a start and a final report.
+* **restore** -- restic 0.14 reports no restore progress, so the snapshot is listed (``ls --json``: its paths
+  and the totals to measure against) alongside the restore -- before it only when patterns must be made
+  relative to the snapshot's path -- and the target directory is measured while restic writes.
+  :class:`RestoreSummary` has the listing's totals, or with patterns what the target holds afterwards.
 * Messages are the last meaningful stderr line, with every secret of the target replaced by ``***``.
 """
 
@@ -155,10 +157,13 @@ class _Outcome:
 class ResticEngine:
     """Runs ``restic`` for every :class:`~kubestash.engine.base.Engine` operation."""
 
-    def __init__(self, binary: str = "restic", *, kill_grace: float = 3.0, progress_fps: float = 2.0) -> None:
+    def __init__(
+        self, binary: str = "restic", *, kill_grace: float = 3.0, progress_fps: float = 2.0, restore_poll: float = 2.0
+    ) -> None:
         self.binary = binary
         self.kill_grace = kill_grace
         self.progress_fps = progress_fps
+        self.restore_poll = restore_poll
         # asyncio locks belong to one event loop; a weak map lets the engine outlive loops (tests, CLI runs).
         self._init_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
             weakref.WeakKeyDictionary()
@@ -226,43 +231,46 @@ class ResticEngine:
         *,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
+        relative: bool = False,
         on_progress: ProgressCallback | None = None,
         timeout: float | None = None,
     ) -> RestoreSummary:
-        args = ["restore", snapshot_id, "--target", str(target)]
-        for pattern in include:
-            args += ["--include", pattern]
-        for pattern in exclude:
-            args += ["--exclude", pattern]
-        started = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         _report(on_progress, Progress())
 
         async def work(procs: list[_Proc]) -> RestoreSummary:
-            outcome = await self._exec(repo, args, procs)
-            if outcome.returncode != 0:
-                raise self._error(repo, outcome, "restore")
-            files, size = 0, 0
-
-            def count(line: str) -> None:
-                nonlocal files, size
-                node = _json_object(line)
-                if node is None or node.get("struct_type") != "node" or node.get("type") != "file":
-                    return
-                try:
-                    st = (target / str(node.get("path", "")).lstrip("/")).lstat()
-                except OSError:
-                    return
-                if stat.S_ISREG(st.st_mode) and st.st_size == int(node.get("size") or 0):
-                    files += 1
-                    size += st.st_size
-
-            listing = await self._exec(repo, ["ls", "--json", snapshot_id], procs, on_line=count)
-            if listing.returncode != 0:
-                raise self._error(repo, listing, "ls")
+            listing = _Listing()
+            listed = loop.create_task(self._exec(repo, ["ls", "--json", snapshot_id], procs, on_line=listing.take))
+            filtered = bool(include or exclude)
+            if relative and filtered:
+                await asyncio.wait({listed})  # the patterns are relative to the snapshot's path: learn it first
+            root = listing.paths[0] if listed.done() and relative and len(listing.paths) == 1 else None
+            args = ["restore", snapshot_id, "--target", str(target)]
+            for flag, patterns in (("--include", include), ("--exclude", exclude)):
+                for pattern in patterns:
+                    args += [flag, _rooted(pattern, root)]
+            running = loop.create_task(self._exec(repo, args, procs))
+            try:
+                while not running.done():
+                    await asyncio.wait({running}, timeout=self.restore_poll)
+                    if on_progress is not None and listed.done() and not running.done():
+                        files, size = await asyncio.to_thread(_measure, target)
+                        _report(on_progress, listing.progress(files, size, loop.time() - started))
+                outcome = running.result()
+                if outcome.returncode != 0:
+                    raise self._error(repo, outcome, "restore")
+                listing_outcome = await listed
+            finally:
+                listed.cancel()
+            if listing_outcome.returncode != 0:
+                raise self._error(repo, listing_outcome, "ls")
+            files, size = await asyncio.to_thread(_measure, target) if filtered else (listing.files, listing.bytes)
             return RestoreSummary(
                 files_restored=files,
                 bytes_restored=size,
-                total_duration=asyncio.get_running_loop().time() - started,
+                total_duration=loop.time() - started,
+                paths=tuple(listing.paths),
             )
 
         summary = await self._guarded(work, timeout, "restore")
@@ -356,6 +364,17 @@ class ResticEngine:
         return result
 
     async def add_key(self, repo: RepositoryTarget, new_password: str, *, user: str = "", host: str = "") -> None:
+        extra = ["--user", user] if user else []
+        extra += ["--host", host] if host else []
+        await self._with_new_password(repo, new_password, ["key", "add"], extra, "key add")
+
+    async def update_key(self, repo: RepositoryTarget, new_password: str) -> None:
+        await self._with_new_password(repo, new_password, ["key", "passwd"], [], "key passwd")
+
+    async def _with_new_password(
+        self, repo: RepositoryTarget, new_password: str, command: list[str], extra: list[str], what: str
+    ) -> None:
+        """Run ``restic <command> --new-password-file F <extra>``, F a private temporary file removed afterwards."""
         if not new_password or new_password != new_password.strip():
             raise EngineError("Failed", "the new password must be non-empty without surrounding whitespace")
         secrets = (*_hidden(repo), new_password)
@@ -363,15 +382,12 @@ class ResticEngine:
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(new_password)
-            args = ["key", "add", "--new-password-file", name]
-            args += ["--user", user] if user else []
-            args += ["--host", host] if host else []
-            outcome = await self._run(repo, args)
+            outcome = await self._run(repo, [*command, "--new-password-file", name, *extra])
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(name)
         if outcome.returncode != 0:
-            raise self._error(repo, outcome, "key add", secrets)
+            raise self._error(repo, outcome, what, secrets)
 
     async def remove_key(self, repo: RepositoryTarget, key_id: str) -> None:
         outcome = await self._run(repo, ["key", "remove", key_id])
@@ -704,6 +720,61 @@ def _report(on_progress: ProgressCallback | None, progress: Progress) -> None:
         on_progress(progress)
     except Exception:
         logger.warning("progress callback failed", exc_info=True)
+
+
+class _Listing:
+    """What ``restic ls --json`` says about a snapshot: its paths and how much a full restore writes."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.files = 0
+        self.bytes = 0
+
+    def take(self, line: str) -> None:
+        doc = _json_object(line)
+        if doc is None:
+            return
+        if doc.get("struct_type") == "snapshot":
+            self.paths = [str(p) for p in doc.get("paths") or ()]
+        elif doc.get("struct_type") == "node" and doc.get("type") == "file":
+            self.files += 1
+            self.bytes += int(doc.get("size") or 0)
+
+    def progress(self, files: int, size: int, elapsed: float) -> Progress:
+        # Filters make the totals an upper bound: never claim completion before restic is done.
+        done = min(0.99, size / self.bytes) if self.bytes else 0.0
+        rate = size / elapsed if elapsed > 0 else 0.0
+        return Progress(
+            seconds_elapsed=elapsed,
+            seconds_remaining=(self.bytes - size) / rate if rate > 0 and self.bytes > size else None,
+            percent_done=done,
+            total_files=self.files,
+            files_done=min(files, self.files),
+            total_bytes=self.bytes,
+            bytes_done=min(size, self.bytes),
+        )
+
+
+def _measure(root: Path) -> tuple[int, int]:
+    """Regular files under ``root`` and their bytes (restic creates files at full size: a lower bound)."""
+    files = size = 0
+    for directory, _dirs, names in os.walk(root):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files += 1
+                size += st.st_size
+    return files, size
+
+
+def _rooted(pattern: str, root: str | None) -> str:
+    """An absolute pattern relative to the snapshot's own path (``/app`` → ``<root>/app``)."""
+    if root is None or not pattern.startswith("/"):
+        return pattern
+    return root.rstrip("/") + pattern.rstrip("/") if pattern.rstrip("/") else root
 
 
 def _json_object(line: str) -> dict[str, Any] | None:

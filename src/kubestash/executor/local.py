@@ -77,6 +77,21 @@ class LocalExecutor:
         run = self._runs.get(key)
         return None if run is None else run.killed_for
 
+    def unreported_end(self, key: str, what: str) -> str | None:
+        """Why task ``key`` ended without reporting a result (killed, crashed, lost in an operator restart);
+        None while it runs or when its exit code says it reported. ``what`` names it: "backup", "restore"."""
+        if self.running(key):
+            return None
+        code = self.returncode(key)
+        reason = self.kill_reason(key)
+        if reason is not None:
+            return reason
+        if code in (EXIT_SUCCEEDED, EXIT_REPORTED_FAILURE):
+            return None  # it reported; the report may not have reached the caller's cache yet
+        if code is None:
+            return f"the {what} process was lost (the operator restarted while it ran)"
+        return f"the {what} process exited with code {code} before reporting a result"
+
     async def launch(self, invocation: Invocation) -> bool:
         """Start the process unless this key already ran; True if started now.
 

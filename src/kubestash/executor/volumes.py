@@ -275,8 +275,10 @@ def _under(path: str, mount_path: str) -> bool:
     return mount_path in ("/", path) or path.startswith(mount_path + "/")
 
 
-def host_path(component: ComponentVolumes, path: str) -> Path:
-    """One container path as a directory here, through the longest mount path containing it."""
+def host_path(component: ComponentVolumes, path: str, *, must_exist: bool = True) -> Path:
+    """One container path as a directory here, through the longest mount path containing it.
+
+    A restore passes ``must_exist=False``: it may create the path, but only inside a mounted volume."""
     if not path.startswith("/"):
         raise VolumeError(f"path {path!r} of component {component.name} is not absolute")
     clean = posixpath.normpath(path)
@@ -292,7 +294,7 @@ def host_path(component: ComponentVolumes, path: str) -> Path:
         raise VolumeError(f"path {path} of component {component.name} is on volume {best.volume}: {best.reason}")
     rest = posixpath.relpath(clean, best.mount_path)
     host = best.host_path if rest == "." else best.host_path / rest
-    if not host.exists():
+    if must_exist and not host.exists():
         raise VolumeError(
             f"path {path} of component {component.name} is {host} on this machine (volume {best.volume}), "
             "which does not exist"

@@ -16,47 +16,38 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lightkube import ApiError, AsyncClient
+from lightkube import AsyncClient
 
 from kubestash.api.addons import Addon, Function
 from kubestash.api.backup import BackupConfiguration, BackupSession, Session
 from kubestash.api.conditions import rfc3339
-from kubestash.api.durations import format_go_duration, parse_go_duration
+from kubestash.api.durations import parse_go_duration
 from kubestash.api.naming import component_path
 from kubestash.api.shared import TypedObjectReference
 from kubestash.api.sizes import human_size
-from kubestash.api.storage import BackupStorage, Repository, Snapshot
+from kubestash.api.storage import Snapshot
 from kubestash.backends.base import BackendError
 from kubestash.backends.factory import open_backend
-from kubestash.controllers.backupstorage import SecretMissing, repository_secrets
-from kubestash.controllers.common import get_or_none, patch_status
-from kubestash.controllers.kinds import by_kind
-from kubestash.engine.base import BackupSummary, Engine, EngineError, Progress, ProgressCallback, RepositoryTarget
-from kubestash.engine.location import repository_target
+from kubestash.engine.base import BackupSummary, Engine, EngineError, ProgressCallback, RepositoryTarget
 from kubestash.executor.local import EXIT_REPORTED_FAILURE, EXIT_SUCCEEDED
 from kubestash.executor.volumes import VolumeError, host_paths, resolve_target
+from kubestash.tasks.access import AccessError, RepositoryAccess, get_object, open_repository
+from kubestash.tasks.report import StatusReporter, TaskFailed, elapsed, parse_list, progress_status
 from kubestash.tasks.resolve import TaskError, resolve_task
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL = 1.0
 LOCK_PATIENCE = 1800.0
 T = TypeVar("T")
-
-
-class TaskFailed(Exception):
-    """The backup cannot be done; the message is what the user reads in the component's ``error``."""
 
 
 @dataclass(frozen=True)
 class BackupPlan:
     snapshot: Snapshot
-    repository: Repository
-    storage: BackupStorage
+    access: RepositoryAccess
     session: Session
     target: TypedObjectReference | None
     parameters: Mapping[str, str]
@@ -65,51 +56,45 @@ class BackupPlan:
 async def run_backup(client: AsyncClient, engine: Engine, namespace: str, snapshot_name: str, component: str) -> int:
     """Back up one component of one Snapshot; the exit code says whether it Succeeded or reported its failure."""
     started = time.monotonic()
-    reporter = Reporter(client, namespace, snapshot_name, component)
+    reporter = StatusReporter(client, "Snapshot", namespace, snapshot_name, component)
     try:
         plan = await _plan(client, namespace, snapshot_name)
         relative = component_path(plan.snapshot.spec.session or "", component)
-        directory = f"{(plan.repository.spec.path or '').strip('/')}/{relative}"
+        directory = plan.access.directory(relative)
         await reporter.update({"path": relative, "phase": "Running", "driver": "Restic"})
         paths = await _paths(client, plan, component)
-        excludes = [p.strip() for p in plan.parameters.get("exclude", "").split(",") if p.strip()]
-        storage_secret, encryption_secret = await _secrets(client, plan)
+        excludes = parse_list(plan.parameters.get("exclude", ""))
         with tempfile.TemporaryDirectory(prefix="kubestash-task-") as scratch:
-            repo = repository_target(
-                plan.storage.spec.storage,
-                storage_secret,
-                encryption_secret,
-                directory,
-                scratch_dir=Path(scratch),
-                enable_cache=plan.parameters.get("enableCache", "true").lower() == "true",
+            repo = plan.access.target(
+                relative, Path(scratch), enable_cache=plan.parameters.get("enableCache", "true").lower() == "true"
             )
             remaining = _remaining(plan)
             stats: list[dict[str, Any]] = []
-            for index, path in enumerate(paths):
-                summary = await _backup(engine, repo, path, excludes, reporter.progress(index, stats), remaining())
-                stats[index:] = [_summary(summary, str(path))]
+            for index, (pod_path, path) in enumerate(paths):
+                summary = await _backup(engine, repo, path, excludes, _progress_of(reporter, index, stats), remaining())
+                stats[index:] = [_summary(summary, pod_path)]
                 await reporter.update({"resticStats": stats})
             check = await when_unlocked(engine, repo, lambda: engine.check(repo))
-        size = await _stored_size(plan, storage_secret, directory)
+        size = await _stored_size(plan.access, directory)
         await reporter.update(
             {
                 "phase": "Succeeded",
                 "size": human_size(size),
-                "duration": _elapsed(started),
+                "duration": elapsed(started),
                 "integrity": check.ok,
                 "resticStats": stats,
                 "error": None if check.ok else f"restic check: {check.message}",
             }
         )
         return EXIT_SUCCEEDED
-    except (TaskFailed, TaskError, VolumeError, EngineError) as exc:
+    except (TaskFailed, TaskError, AccessError, VolumeError, EngineError) as exc:
         message = exc.message if isinstance(exc, EngineError) else str(exc)
         log.error("component %s of %s/%s failed: %s", component, namespace, snapshot_name, message)
         await reporter.update(
             {
                 "phase": "Failed",
                 "error": message,
-                "duration": _elapsed(started),
+                "duration": elapsed(started),
             }
         )
         return EXIT_REPORTED_FAILURE
@@ -160,70 +145,33 @@ async def when_unlocked(
         delay = min(delay * 2, 10.0)
 
 
-async def _stored_size(plan: BackupPlan, storage_secret: Mapping[str, bytes] | None, directory: str) -> int:
+async def _stored_size(access: RepositoryAccess, directory: str) -> int:
     """Bytes the component repository occupies in the backend (packs, indexes, snapshots: what the user pays
     for), from a listing rather than ``restic stats``, which would cost another key derivation."""
     try:
-        backend = open_backend(plan.storage.spec.storage, storage_secret)
+        backend = open_backend(access.storage.spec.storage, access.storage_secret)
         return sum([info.size async for info in backend.list(directory)])
     except BackendError as exc:
         raise TaskFailed(f"cannot measure the repository size: {exc.message}") from None
 
 
-class Reporter:
-    """Patches this component's entry in the Snapshot's status; progress at most once per interval."""
-
-    def __init__(self, client: AsyncClient, namespace: str, snapshot: str, component: str) -> None:
-        self.client = client
-        self.namespace = namespace
-        self.snapshot = snapshot
-        self.component = component
-        self._last = 0.0
-        self._pending: asyncio.Task[None] | None = None
-
-    async def update(self, fields: Mapping[str, Any]) -> None:
-        if self._pending is not None:
-            await asyncio.gather(self._pending, return_exceptions=True)
-            self._pending = None
-        await self._patch(fields)
-
-    def progress(self, index: int, stats: list[dict[str, Any]]) -> ProgressCallback:
-        def on_progress(progress: Progress) -> None:
-            now = time.monotonic()
-            if now - self._last < PROGRESS_INTERVAL or (self._pending is not None and not self._pending.done()):
-                return
-            self._last = now
-            current = [*stats[:index], {"progress": _progress(progress)}]
-            self._pending = asyncio.get_running_loop().create_task(self._patch({"resticStats": current}))
-
-        return on_progress
-
-    async def _patch(self, fields: Mapping[str, Any]) -> None:
-        body = {"components": {self.component: dict(fields)}}
-        await patch_status(self.client, "Snapshot", self.snapshot, self.namespace, body)
-
-
 async def _plan(client: AsyncClient, namespace: str, snapshot_name: str) -> BackupPlan:
-    snapshot = Snapshot.model_validate(await _get(client, "Snapshot", snapshot_name, namespace))
+    snapshot = Snapshot.model_validate(await get_object(client, "Snapshot", snapshot_name, namespace))
     session_name = snapshot.spec.backup_session or ""
-    backup_session = BackupSession.model_validate(await _get(client, "BackupSession", session_name, namespace))
+    backup_session = BackupSession.model_validate(await get_object(client, "BackupSession", session_name, namespace))
     invoker = backup_session.spec.invoker
     bc_name = invoker.name if invoker else ""
-    bc = BackupConfiguration.model_validate(await _get(client, "BackupConfiguration", bc_name, namespace))
+    bc = BackupConfiguration.model_validate(await get_object(client, "BackupConfiguration", bc_name, namespace))
     session = next((s for s in bc.spec.sessions or [] if s.name == backup_session.spec.session), None)
     if session is None or session.addon is None or not session.addon.tasks:
         raise TaskFailed(f"BackupConfiguration {bc_name} has no session {backup_session.spec.session!r} with a task")
-    repo_name = snapshot.spec.repository or ""
-    repository = Repository.model_validate(await _get(client, "Repository", repo_name, namespace))
-    ref = repository.spec.storage_ref
-    storage_ns = (ref.namespace if ref else None) or namespace
-    storage = BackupStorage.model_validate(await _get(client, "BackupStorage", ref.name if ref else "", storage_ns))
-    addon = Addon.model_validate(await _get(client, "Addon", session.addon.name, ""))
+    access = await open_repository(client, namespace, snapshot.spec.repository or "")
+    addon = Addon.model_validate(await get_object(client, "Addon", session.addon.name, ""))
     task_ref = session.addon.tasks[0]
     task = next((t for t in addon.spec.backup_tasks or [] if t.name == task_ref.name), None)
     if task is None:
         raise TaskFailed(f"Addon {addon.metadata.name} has no backup task {task_ref.name!r}")
-    function = Function.model_validate(await _get(client, "Function", task.function or "", ""))
+    function = Function.model_validate(await get_object(client, "Function", task.function or "", ""))
     target = bc.spec.target
     if target is not None and not target.namespace:
         target = target.model_copy(update={"namespace": namespace})
@@ -235,10 +183,12 @@ async def _plan(client: AsyncClient, namespace: str, snapshot_name: str) -> Back
         "invokerName": bc_name,
     }
     resolved = resolve_task(addon, function, task_ref, "backup", variables)
-    return BackupPlan(snapshot, repository, storage, session, target, resolved.parameters)
+    return BackupPlan(snapshot, access, session, target, resolved.parameters)
 
 
-async def _paths(client: AsyncClient, plan: BackupPlan, component: str) -> list[Path]:
+async def _paths(client: AsyncClient, plan: BackupPlan, component: str) -> list[tuple[str, Path]]:
+    """Each requested path as (path in the pod, directory here). Status records the pod path (``hostPath``,
+    as KubeStash's jobs see it), so a restore can map it onto whatever volume the restore target has."""
     if plan.target is None:
         raise TaskFailed("the BackupConfiguration has no target to back up")
     components = await resolve_target(client, plan.target)
@@ -246,17 +196,10 @@ async def _paths(client: AsyncClient, plan: BackupPlan, component: str) -> list[
     if mine is None:
         names = ", ".join(c.name for c in components) or "none"
         raise TaskFailed(f"{plan.target.kind}/{plan.target.name} has no component {component!r} (it has: {names})")
-    requested = [p.strip() for p in plan.parameters.get("paths", "").split(",") if p.strip()]
+    requested = parse_list(plan.parameters.get("paths", ""))
     if not requested:
         raise TaskFailed("parameter paths is empty: nothing to back up")
-    return list(host_paths(mine, requested))
-
-
-async def _secrets(client: AsyncClient, plan: BackupPlan) -> tuple[dict[str, bytes] | None, dict[str, bytes]]:
-    try:
-        return await repository_secrets(client, plan.storage, plan.repository)
-    except SecretMissing as exc:
-        raise TaskFailed(str(exc)) from None
+    return list(zip(requested, host_paths(mine, requested), strict=True))
 
 
 def _remaining(plan: BackupPlan) -> Callable[[], float | None]:
@@ -266,17 +209,6 @@ def _remaining(plan: BackupPlan) -> Callable[[], float | None]:
         return lambda: None
     end = time.monotonic() + parse_go_duration(timeout).total_seconds()
     return lambda: max(0.1, end - time.monotonic())
-
-
-async def _get(client: AsyncClient, kind: str, name: str, namespace: str) -> dict[str, Any]:
-    where = f"{namespace}/{name}" if namespace else name
-    try:
-        obj = await get_or_none(client, by_kind(kind), name, namespace or None)
-    except ApiError as exc:
-        raise TaskFailed(f"{kind} {where}: {exc.status.message}") from None
-    if obj is None:
-        raise TaskFailed(f"{kind} {where} not found")
-    return obj
 
 
 def _summary(summary: BackupSummary, host_path: str) -> dict[str, Any]:
@@ -292,17 +224,8 @@ def _summary(summary: BackupSummary, host_path: str) -> dict[str, Any]:
     }
 
 
-def _progress(p: Progress) -> dict[str, Any]:
-    return {
-        "secondsElapsed": int(p.seconds_elapsed),
-        "percentDone": f"{p.percent_done * 100:.2f}%",
-        "totalFiles": p.total_files,
-        "filesDone": p.files_done,
-        "backupDone": human_size(p.bytes_done),
-        "total": human_size(p.total_bytes),
-        "speed": f"{human_size(int(p.bytes_per_second))}/s",
-    }
-
-
-def _elapsed(started: float) -> str:
-    return format_go_duration(timedelta(seconds=round(time.monotonic() - started, 3)))
+def _progress_of(reporter: StatusReporter, index: int, stats: list[dict[str, Any]]) -> ProgressCallback:
+    """Progress of path ``index``, after the summaries of the paths already done."""
+    return reporter.throttled(
+        lambda p: {"resticStats": [*stats[:index], {"progress": progress_status(p, "backupDone")}]}
+    )
