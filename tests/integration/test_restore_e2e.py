@@ -122,6 +122,7 @@ def test_pvc_restored_over_itself_and_into_a_new_pvc(server: ServerProcess, kube
     assert after.pop("app/new.txt")[0] == "file", "files the snapshot does not have are left alone"
     assert after == original, "changed and deleted files are back, byte for byte"
     assert manifest_of(fresh) == original
+    assert (fresh / "app" / "sparse.img").stat().st_blocks * 512 <= 1 << 20, "a sparse file comes back sparse"
     assert not [p for p in fresh.iterdir() if p.name.startswith(".kubestash-restore-")]
 
 

@@ -76,3 +76,21 @@ def test_a_failed_restore_leaves_the_destination_untouched(repo: RepositoryTarge
         asyncio.run(restore_into(ResticEngine(), repo, "deadbeef", destination))
     assert missing.value.reason == "SnapshotNotFound"
     assert (describe(destination), os.stat(destination).st_mtime_ns) == before
+
+
+def test_sparse_files_come_back_sparse(repo: RepositoryTarget, tmp_path: Path) -> None:
+    tree = tmp_path / "images"
+    tree.mkdir()
+    image = tree / "disk.img"
+    with image.open("wb") as f:
+        f.truncate(16 << 20)
+        f.seek(8 << 20)
+        f.write(b"a few bytes in the middle of 16 MiB of holes")
+    os.utime(image, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    snapshot = backup(repo, tree)
+    destination = tmp_path / "restored"
+    asyncio.run(restore_into(ResticEngine(), repo, snapshot, destination))
+    restored = destination / "disk.img"
+    assert restored.read_bytes() == image.read_bytes()
+    assert restored.stat().st_mtime_ns == image.stat().st_mtime_ns
+    assert restored.stat().st_blocks * 512 <= 2 << 20, "the holes are holes again, not 16 MiB of zeros on disk"
