@@ -1,0 +1,1 @@
+"""Native restic-format engine (issue #7)."""

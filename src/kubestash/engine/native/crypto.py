@@ -1,0 +1,102 @@
+"""restic's authenticated encryption, exactly as its design document specifies.
+
+Every file in a repository except ``config``-less ``keys/`` is ``IV (16) || AES-256-CTR(ciphertext) || MAC (16)``
+with the repository's master key; the MAC is Poly1305-AES: Poly1305 keyed with ``r`` and ``AES-128_k(IV)``
+over the ciphertext. A key file holds the master key encrypted the same way with a key derived from the
+password by scrypt (64 bytes: AES key, MAC ``k``, MAC ``r``). The primitives come from ``cryptography``
+(OpenSSL); only the framing is written here, because that framing *is* the format.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+IV_SIZE = 16
+MAC_SIZE = 16
+OVERHEAD = IV_SIZE + MAC_SIZE
+SCRYPT_MAX_MEMORY = 1 << 30
+
+
+class CryptoError(Exception):
+    """Authentication failed: wrong key (or password), or damaged data."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """A restic key: AES-256 encryption key and the Poly1305-AES MAC key (``k`` for AES-128, ``r``)."""
+
+    encrypt: bytes = field(repr=False)
+    mac_k: bytes = field(repr=False)
+    mac_r: bytes = field(repr=False)
+
+    @classmethod
+    def random(cls) -> Key:
+        return cls(os.urandom(32), os.urandom(16), _clamp(os.urandom(16)))
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Key:
+        """The master key as a key file's decrypted ``data`` holds it."""
+        return cls(
+            base64.b64decode(doc["encrypt"]),
+            base64.b64decode(doc["mac"]["k"]),
+            base64.b64decode(doc["mac"]["r"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mac": {"k": base64.b64encode(self.mac_k).decode(), "r": base64.b64encode(self.mac_r).decode()},
+            "encrypt": base64.b64encode(self.encrypt).decode(),
+        }
+
+    def encrypt_bytes(self, plaintext: bytes, iv: bytes | None = None) -> bytes:
+        iv = os.urandom(IV_SIZE) if iv is None else iv
+        encryptor = Cipher(algorithms.AES(self.encrypt), modes.CTR(iv)).encryptor()
+        ciphertext = encryptor.update(plaintext) + encryptor.finalize()
+        return iv + ciphertext + self._mac(iv, ciphertext)
+
+    def decrypt_bytes(self, data: bytes) -> bytes:
+        if len(data) < OVERHEAD:
+            raise CryptoError("ciphertext too short")
+        iv, ciphertext, tag = data[:IV_SIZE], data[IV_SIZE:-MAC_SIZE], data[-MAC_SIZE:]
+        if not hmac.compare_digest(self._mac(iv, ciphertext), tag):
+            raise CryptoError("ciphertext verification failed")
+        decryptor = Cipher(algorithms.AES(self.encrypt), modes.CTR(iv)).decryptor()
+        return decryptor.update(ciphertext) + decryptor.finalize()
+
+    def _mac(self, iv: bytes, ciphertext: bytes) -> bytes:
+        encryptor = Cipher(algorithms.AES(self.mac_k), modes.ECB()).encryptor()
+        s = encryptor.update(iv) + encryptor.finalize()
+        return Poly1305.generate_tag(_clamp(self.mac_r) + s, ciphertext)
+
+
+def _clamp(r: bytes) -> bytes:
+    """Poly1305's clamping of ``r`` (restic stores ``r`` clamped; Poly1305 clamps again, harmlessly)."""
+    b = bytearray(r)
+    for i in (3, 7, 11, 15):
+        b[i] &= 15
+    for i in (4, 8, 12):
+        b[i] &= 252
+    return bytes(b)
+
+
+def derive_key(password: str, salt: bytes, n: int, r: int, p: int) -> Key:
+    """The key that opens a key file: scrypt(password, salt, N, r, p) → 64 bytes."""
+    raw = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAX_MEMORY, dklen=64)
+    return Key(raw[:32], raw[32:48], raw[48:64])
+
+
+def open_key_file(doc: dict[str, Any], password: str) -> Key:
+    """The master key from a parsed ``keys/<id>`` file; :class:`CryptoError` if the password is not its."""
+    if doc.get("kdf") != "scrypt":
+        raise CryptoError(f"unsupported key derivation {doc.get('kdf')!r}")
+    user_key = derive_key(password, base64.b64decode(doc["salt"]), int(doc["N"]), int(doc["r"]), int(doc["p"]))
+    return Key.from_json(json.loads(user_key.decrypt_bytes(base64.b64decode(doc["data"]))))
