@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import httpx2 as httpx
@@ -22,18 +22,35 @@ from lightkube.codecs import from_dict
 from lightkube.config.client_adapter import Client as HttpClient
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.config.kubeconfig import SingleConfig
+from lightkube.core.resource import NamespacedResource
+from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
-from kubestash.api.registry import KINDS, KindInfo
 from kubestash.api.sessions import CORE_GROUP, backup_session_manifest
 from kubestash.api.sizes import human_size, parse_size
 from kubestash.cli.up import DEFAULT_DATA_DIR
-from kubestash.controllers.kinds import by_kind
 
 FINAL_PHASES = ("Succeeded", "Failed", "Skipped")
 TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    from kubestash.api.registry import KindInfo
+
+STORAGE_GROUP = "storage.kubestash.com"
+EVERYDAY_KINDS = {
+    "BackupConfiguration": (CORE_GROUP, "backupconfigurations"),
+    "BackupSession": (CORE_GROUP, "backupsessions"),
+    "Snapshot": (STORAGE_GROUP, "snapshots"),
+}
+"""The kinds trigger/pause/resume touch. Naming them here spares these commands importing every model
+(the registry): the CLI starts in about 0.2 s instead of 0.8 s. A test keeps them equal to the registry's."""
+
+
+def by_kind(kind: str) -> type[NamespacedResource]:
+    group, plural = EVERYDAY_KINDS[kind]
+    return create_namespaced_resource(group, "v1alpha1", kind, plural)
 
 
 class CliError(click.ClickException):
@@ -436,6 +453,8 @@ def resume(backupconfiguration: str, namespace: str | None, kubeconfig: Path | N
 # ------------------------------------------------------------------ get
 def find_kind(name: str) -> KindInfo:
     """A KubeStash kind by kind, plural, singular or short name, optionally ``.group`` qualified."""
+    from kubestash.api.registry import KINDS
+
     wanted = name.lower()
     for info in KINDS:
         names = {info.kind.lower(), info.plural, info.singular, *info.short_names}

@@ -1,34 +1,50 @@
-"""The ``kubestash`` command (also installed as the kubectl plugin ``kubectl-kubestash``)."""
+"""The ``kubestash`` command (also installed as the kubectl plugin ``kubectl-kubestash``).
+
+Subcommands are imported when they run: ``kubestash trigger`` should not pay for importing the API server,
+the controllers or every model (interpreter start-up is part of every backup a user triggers by hand).
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from kubestash import __version__
-from kubestash.cli.backup import get, pause, resume, trigger
-from kubestash.cli.crds import crds
-from kubestash.cli.download import download
-from kubestash.cli.repository import password, pw, unlock
-from kubestash.cli.up import apiserver, operator, up
-from kubestash.cli.validate import validate
+
+COMMANDS = {
+    "crds": "kubestash.cli.crds:crds",
+    "validate": "kubestash.cli.validate:validate",
+    "up": "kubestash.cli.up:up",
+    "apiserver": "kubestash.cli.up:apiserver",
+    "operator": "kubestash.cli.up:operator",
+    "trigger": "kubestash.cli.backup:trigger",
+    "pause": "kubestash.cli.backup:pause",
+    "resume": "kubestash.cli.backup:resume",
+    "get": "kubestash.cli.backup:get",
+    "download": "kubestash.cli.download:download",
+    "unlock": "kubestash.cli.repository:unlock",
+    "password": "kubestash.cli.repository:password",
+    "pw": "kubestash.cli.repository:pw",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are ``module:attribute`` strings, imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = COMMANDS[cmd_name].split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kubestash")
 def main() -> None:
     """KubeStash: Kubernetes-native backup and restore."""
-
-
-main.add_command(crds)
-main.add_command(validate)
-main.add_command(up)
-main.add_command(apiserver)
-main.add_command(operator)
-main.add_command(trigger)
-main.add_command(pause)
-main.add_command(resume)
-main.add_command(get)
-main.add_command(unlock)
-main.add_command(password)
-main.add_command(pw)
-main.add_command(download)
