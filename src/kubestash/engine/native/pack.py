@@ -1,0 +1,126 @@
+"""restic pack files: blobs one after another, then the encrypted header, then its length.
+
+A pack is ``blob_1 || ... || blob_n || encrypted header || uint32le(len(encrypted header))``. Each blob is
+encrypted on its own (IV, AES-256-CTR, Poly1305-AES tag) and, in repository version 2, may hold a zstd frame
+(no version byte, unlike unpacked files). The plaintext header lists the blobs in order, one entry each:
+
+* type 0 (data) / 1 (tree): ``type (1) || uint32le length || id (32)`` -- 37 bytes;
+* type 2 (compressed data) / 3 (compressed tree): ``type (1) || uint32le length || uint32le uncompressed
+  length || id (32)`` -- 41 bytes.
+
+``length`` is the encrypted size in the pack; offsets follow from the order. A blob's id is the SHA-256 of
+its *uncompressed* plaintext, which is what makes every read verifiable: :func:`decode_blob` checks it, so a
+damaged pack never yields wrong bytes, only :class:`IntegrityError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+import zstandard
+
+from kubestash.engine.native.crypto import OVERHEAD, CryptoError, Key
+from kubestash.engine.native.files import decompress
+
+BlobType = Literal["data", "tree"]
+
+HEADER_LENGTH_SIZE = 4
+PLAIN_ENTRY = 37
+COMPRESSED_ENTRY = 41
+_TYPES: dict[int, tuple[BlobType, bool]] = {
+    0: ("data", False),
+    1: ("tree", False),
+    2: ("data", True),
+    3: ("tree", True),
+}
+
+
+class IntegrityError(Exception):
+    """Repository data does not authenticate or does not hash to its id: the repository is damaged."""
+
+
+@dataclass(frozen=True)
+class PackedBlob:
+    """One blob as a pack header or an index describes it. ``uncompressed_length`` is None for plain blobs."""
+
+    id: str
+    type: BlobType
+    offset: int
+    length: int
+    uncompressed_length: int | None = None
+
+    @property
+    def plaintext_length(self) -> int:
+        """The blob's size once decrypted and decompressed: what it contributes to a file."""
+        return self.uncompressed_length if self.uncompressed_length is not None else self.length - OVERHEAD
+
+
+def header_length(tail: bytes) -> int:
+    """The encrypted header's size from a pack's last 4 bytes."""
+    if len(tail) < HEADER_LENGTH_SIZE:
+        raise IntegrityError("pack too short for its header length")
+    (length,) = struct.unpack("<I", tail[-HEADER_LENGTH_SIZE:])
+    return int(length)
+
+
+def parse_header(key: Key, encrypted_header: bytes, pack_id: str = "?") -> list[PackedBlob]:
+    """The blobs a pack holds, from its encrypted header."""
+    try:
+        plain = key.decrypt_bytes(encrypted_header)
+    except CryptoError as e:
+        raise IntegrityError(f"pack {pack_id}: header: {e}") from None
+    blobs: list[PackedBlob] = []
+    pos = offset = 0
+    while pos < len(plain):
+        kind = _TYPES.get(plain[pos])
+        if kind is None:
+            raise IntegrityError(f"pack {pack_id}: header: unknown blob type {plain[pos]}")
+        blob_type, compressed = kind
+        size = COMPRESSED_ENTRY if compressed else PLAIN_ENTRY
+        if pos + size > len(plain):
+            raise IntegrityError(f"pack {pack_id}: header: truncated entry at byte {pos}")
+        (length,) = struct.unpack_from("<I", plain, pos + 1)
+        uncompressed: int | None = None
+        if compressed:
+            (uncompressed,) = struct.unpack_from("<I", plain, pos + 5)
+        blob_id = plain[pos + size - 32 : pos + size].hex()
+        blobs.append(PackedBlob(blob_id, blob_type, offset, length, uncompressed))
+        offset += length
+        pos += size
+    return blobs
+
+
+def read_header(key: Key, pack: bytes, pack_id: str = "?") -> list[PackedBlob]:
+    """The blobs of a whole pack held in memory (checks that the header fits after the blobs it lists)."""
+    length = header_length(pack)
+    start = len(pack) - HEADER_LENGTH_SIZE - length
+    if start < 0:
+        raise IntegrityError(f"pack {pack_id}: header length {length} exceeds the pack size {len(pack)}")
+    blobs = parse_header(key, pack[start : len(pack) - HEADER_LENGTH_SIZE], pack_id)
+    if blobs and blobs[-1].offset + blobs[-1].length != start:
+        raise IntegrityError(f"pack {pack_id}: blobs end at {blobs[-1].offset + blobs[-1].length}, header at {start}")
+    return blobs
+
+
+def decode_blob(key: Key, blob: PackedBlob, data: bytes, pack_id: str = "?") -> bytes:
+    """The verified plaintext of ``blob`` from its ``blob.length`` encrypted bytes."""
+    where = f"pack {pack_id}: {blob.type} blob {blob.id}"
+    if len(data) != blob.length:
+        raise IntegrityError(f"{where}: read {len(data)} bytes, expected {blob.length}")
+    try:
+        plain = key.decrypt_bytes(data)
+    except CryptoError as e:
+        raise IntegrityError(f"{where}: {e}") from None
+    if blob.uncompressed_length is not None:
+        try:
+            plain = decompress(plain)
+        except zstandard.ZstdError as e:
+            raise IntegrityError(f"{where}: cannot decompress: {e}") from None
+        if len(plain) != blob.uncompressed_length:
+            raise IntegrityError(f"{where}: decompressed to {len(plain)} bytes, expected {blob.uncompressed_length}")
+    if hashlib.sha256(plain).hexdigest() != blob.id:
+        raise IntegrityError(f"{where}: content does not hash to its id")
+    return plain
