@@ -1,0 +1,502 @@
+"""restic tree blobs, encoded byte for byte as restic 0.14 encodes them.
+
+A tree blob's id is the SHA-256 of its bytes, so an unchanged directory only deduplicates across engines
+(a snapshot by restic, the next by us, or the reverse) if we produce *exactly* restic's bytes. Python's
+``json`` module cannot be coaxed into Go's output, so the encoder here is written by hand. What restic
+0.14 (Debian, built with go1.19) does, verified against the binary by ``tests/integration/test_native_write.py``:
+
+- A tree is ``{"nodes":[`` + the nodes, comma separated, + ``]}`` + ``"\\n"`` (restic's ``TreeJSONBuilder``
+  appends the newline a ``json.Encoder`` would write). No whitespace anywhere. An empty directory is
+  ``{"nodes":[]}\\n``. Nodes are sorted by name, bytewise on the UTF-8 name (Go string order).
+- Each node is Go ``encoding/json`` of restic's ``Node`` struct: keys in struct field order ``name, type,
+  mode, mtime, atime, ctime, uid, gid, user, group, inode, device_id, size, links, linktarget,
+  extended_attributes, device, content, subtree, error``. ``omitempty`` drops zero ``mode``, ``user``,
+  ``group``, ``inode``, ``device_id``, ``size``, ``links``, ``linktarget``, ``extended_attributes``,
+  ``device``, ``subtree``, ``error``; ``uid``/``gid`` are always written; the three times are always
+  written (``omitempty`` has no effect on a struct). ``content`` has no ``omitempty``: directories and
+  symlinks carry ``"content":null``, an empty regular file ``"content":[]`` (so an empty file has no
+  ``size`` key at all, but a ``content`` key).
+- A node's *name* is first passed through Go's ``strconv.Quote`` (restic's ``Node.MarshalJSON``; the
+  quotes are stripped, ``UnmarshalJSON`` unquotes): ``"`` and ``\\`` get a backslash, non-printable
+  characters become ``\\a \\b \\f \\n \\r \\t \\v``, ``\\xNN`` (other ASCII controls and every byte that is
+  not UTF-8 - this is how restic keeps such names lossless), ``\\uXXXX`` or ``\\UXXXXXXXX`` (other
+  non-printable runes, e.g. U+00A0, U+00AD). "Printable" is Go's ``unicode.IsPrint``: categories L, M, N,
+  P, S and the ASCII space; go1.19 has Unicode 13 tables, Python 3.11 Unicode 14, so a name using a
+  character first assigned in Unicode 14 would be quoted differently (not seen in practice). So a file
+  named ``a"b`` is stored as the JSON text ``"name":"a\\\\\\"b"``. Only the name:
+  ``linktarget``, ``user`` etc. are plain strings.
+- Strings (including the quoted name) then get Go's HTML-safe JSON escaping: ``"`` and ``\\`` backslash-
+  escaped; ``\\n``, ``\\r``, ``\\t`` short; other control characters ``\\u00XX`` in lowercase hex (go1.19 has
+  no ``\\b``/``\\f`` short forms - Go 1.22 added them, pass ``short_bf=True`` to mimic a restic built with it);
+  ``<``, ``>``, ``&`` as ``\\u003c``, ``\\u003e``, ``\\u0026``; U+2028/U+2029 escaped; every other character
+  raw UTF-8 (DEL too). Invalid UTF-8 (a ``surrogateescape`` surrogate) becomes U+FFFD, one per byte.
+- Times are Go ``time.Time.MarshalJSON``: RFC 3339, nanoseconds with trailing zeros (and a bare ``.``)
+  trimmed, ``Z`` for a zero offset else ``+hh:mm``. restic stores local time, so the offset is that of the
+  machine's zone at that instant; :class:`GoTime` keeps nanoseconds and the offset exactly.
+- ``mode`` is Go's ``os.FileMode`` (permission bits plus Go's own type bits: ``ModeDir`` = 1<<31,
+  ``ModeSymlink`` = 1<<27, ``ModeSetuid`` = 1<<23, ...), not ``st_mode``: a 0o755 directory is 2147484141.
+- Per node type (``NodeFromFileInfo`` + archiver on Linux): ``atime`` is set to ``mtime`` (restic's default
+  without ``--with-atime``); ``size`` and ``links`` only for files; ``links`` and ``linktarget`` for
+  symlinks; ``links`` and ``device`` (``st_rdev``) for device nodes; directories get neither. ``user`` and
+  ``group`` are the names of ``uid``/``gid`` (empty, hence omitted, when unknown). Extended attributes are
+  ``{"name":..,"value":<base64>}`` in the order the kernel lists them.
+"""
+
+from __future__ import annotations
+
+import base64
+import grp
+import json
+import os
+import pwd
+import re
+import stat as stat_mod
+import time
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+# Go's os.FileMode type bits.
+MODE_DIR = 1 << 31
+MODE_APPEND = 1 << 30
+MODE_EXCLUSIVE = 1 << 29
+MODE_TEMPORARY = 1 << 28
+MODE_SYMLINK = 1 << 27
+MODE_DEVICE = 1 << 26
+MODE_NAMED_PIPE = 1 << 25
+MODE_SOCKET = 1 << 24
+MODE_SETUID = 1 << 23
+MODE_SETGID = 1 << 22
+MODE_CHAR_DEVICE = 1 << 21
+MODE_STICKY = 1 << 20
+MODE_IRREGULAR = 1 << 19
+MODE_PERM = 0o777
+MODE_TYPE = MODE_DIR | MODE_SYMLINK | MODE_NAMED_PIPE | MODE_SOCKET | MODE_DEVICE | MODE_CHAR_DEVICE | MODE_IRREGULAR
+_RESTIC_MASK = MODE_PERM | MODE_TYPE | MODE_SETUID | MODE_SETGID | MODE_STICKY
+
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, order=True)
+class GoTime:
+    """A Go ``time.Time`` as restic records it: nanoseconds since the epoch and the zone offset in seconds."""
+
+    unix_ns: int
+    offset: int = 0
+
+    def to_json(self) -> str:
+        """Go's ``MarshalJSON`` text (RFC 3339 with trimmed nanoseconds), without quotes."""
+        secs, nanos = divmod(self.unix_ns, _NS)
+        local = datetime(1970, 1, 1) + timedelta(seconds=secs + self.offset)
+        text = (
+            f"{local.year:04d}-{local.month:02d}-{local.day:02d}T{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+        )
+        if nanos:
+            text += "." + f"{nanos:09d}".rstrip("0")
+        if self.offset == 0:
+            return text + "Z"
+        sign = "-" if self.offset < 0 else "+"
+        minutes = abs(self.offset) // 60  # Go writes hours:minutes and drops offset seconds
+        return f"{text}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+    @classmethod
+    def from_json(cls, text: str) -> GoTime:
+        m = _RFC3339.fullmatch(text)
+        if m is None:
+            raise ValueError(f"not an RFC 3339 time: {text!r}")
+        year, month, day, hour, minute, second, frac, zone = m.groups()
+        naive = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+        offset = 0
+        if zone not in ("Z", "z"):
+            sign = -1 if zone[0] == "-" else 1
+            offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+        secs = (naive - datetime(1970, 1, 1)) // timedelta(seconds=1) - offset
+        nanos = int((frac or "").ljust(9, "0")[:9] or 0)
+        return cls(secs * _NS + nanos, offset)
+
+    @classmethod
+    def local(cls, unix_ns: int) -> GoTime:
+        """The time as Go's ``time.Unix`` gives it: in the machine's local zone (``TZ``)."""
+        try:
+            offset = time.localtime(unix_ns // _NS).tm_gmtoff
+        except (OverflowError, OSError, ValueError):
+            offset = 0
+        return cls(unix_ns, offset)
+
+
+_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)")
+
+
+@dataclass(frozen=True)
+class ExtendedAttribute:
+    name: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Node:
+    """One entry of a restic tree; fields in restic's ``Node`` struct order (which is the JSON key order)."""
+
+    name: str
+    type: str
+    mode: int = 0
+    mtime: GoTime = field(default_factory=lambda: GoTime(0))
+    atime: GoTime = field(default_factory=lambda: GoTime(0))
+    ctime: GoTime = field(default_factory=lambda: GoTime(0))
+    uid: int = 0
+    gid: int = 0
+    user: str = ""
+    group: str = ""
+    inode: int = 0
+    device_id: int = 0
+    size: int = 0
+    links: int = 0
+    linktarget: str = ""
+    extended_attributes: tuple[ExtendedAttribute, ...] = ()
+    device: int = 0
+    content: tuple[str, ...] | None = None
+    subtree: str | None = None
+    error: str = ""
+
+
+def go_json_string(text: str, *, short_bf: bool = False) -> str:
+    """``text`` as Go's ``encoding/json`` writes a string (HTML-safe escaping), including the quotes."""
+    if _PLAIN.fullmatch(text):
+        return f'"{text}"'
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in {'"', "\\"}:
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif short_bf and ch == "\b":
+            out.append("\\b")
+        elif short_bf and ch == "\f":
+            out.append("\\f")
+        elif code < 0x20 or ch in "<>&" or code in (0x2028, 0x2029):
+            out.append(f"\\u{code:04x}")
+        elif 0xD800 <= code <= 0xDFFF:  # a byte that was not UTF-8 (surrogateescape) or a lone surrogate
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+_PLAIN = re.compile(r"[^\x00-\x1f\"\\<>&\u2028\u2029\ud800-\udfff]*")
+
+
+def go_quote(name: str) -> str:
+    """Go's ``strconv.Quote`` without the quotes, which restic 0.14 applies to a node's name before JSON.
+
+    ``name`` is the file name as Python gives it (``surrogateescape`` for bytes that are not UTF-8); those
+    bytes come out as ``\\xNN``, which is how restic keeps such names lossless.
+    """
+    raw = name.encode("utf-8", "surrogateescape")
+    if raw.isascii() and _QUOTE_PLAIN.fullmatch(name):
+        return name
+    out: list[str] = []
+    text = raw.decode("utf-8", "surrogateescape")
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch in {'"', "\\"}:
+            out.append("\\" + ch)
+        elif _go_printable(ch):
+            out.append(ch)
+        elif ch in _QUOTE_SHORT:
+            out.append(_QUOTE_SHORT[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+def go_unquote(quoted: str) -> str:
+    """The inverse of :func:`go_quote` (Go's ``strconv.Unquote`` of ``'"' + quoted + '"'``)."""
+    if "\\" not in quoted:
+        return quoted
+    out = bytearray()
+    i = 0
+    while i < len(quoted):
+        ch = quoted[i]
+        if ch != "\\":
+            out += ch.encode("utf-8", "surrogateescape")
+            i += 1
+            continue
+        esc = quoted[i + 1 : i + 2]
+        if esc in _UNQUOTE_SHORT:
+            out.append(_UNQUOTE_SHORT[esc])
+            i += 2
+        elif esc == "x":
+            out.append(int(quoted[i + 2 : i + 4], 16))
+            i += 4
+        elif esc in ("u", "U"):
+            width = 4 if esc == "u" else 8
+            out += chr(int(quoted[i + 2 : i + 2 + width], 16)).encode("utf-8")
+            i += 2 + width
+        elif esc in "01234567" and esc:
+            out.append(int(quoted[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            raise ValueError(f"invalid escape in quoted name {quoted!r}")
+    return out.decode("utf-8", "surrogateescape")
+
+
+def _go_printable(ch: str) -> bool:
+    """Go's ``unicode.IsPrint``: letters, marks, numbers, punctuation, symbols and the ASCII space."""
+    return ch == " " or unicodedata.category(ch)[0] in "LMNPS"
+
+
+_QUOTE_PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+_QUOTE_SHORT = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+_UNQUOTE_SHORT = {
+    "a": 7,
+    "b": 8,
+    "f": 12,
+    "n": 10,
+    "r": 13,
+    "t": 9,
+    "v": 11,
+    "\\": ord("\\"),
+    '"': ord('"'),
+    "'": ord("'"),
+}
+
+
+def encode_node(node: Node, *, short_bf: bool = False) -> str:
+    def s(text: str) -> str:
+        return go_json_string(text, short_bf=short_bf)
+
+    parts = [f'"name":{s(go_quote(node.name))}', f'"type":{s(node.type)}']
+    if node.mode:
+        parts.append(f'"mode":{node.mode}')
+    parts.append(f'"mtime":"{node.mtime.to_json()}"')
+    parts.append(f'"atime":"{node.atime.to_json()}"')
+    parts.append(f'"ctime":"{node.ctime.to_json()}"')
+    parts.append(f'"uid":{node.uid}')
+    parts.append(f'"gid":{node.gid}')
+    if node.user:
+        parts.append(f'"user":{s(node.user)}')
+    if node.group:
+        parts.append(f'"group":{s(node.group)}')
+    for key, number in (("inode", node.inode), ("device_id", node.device_id), ("size", node.size)):
+        if number:
+            parts.append(f'"{key}":{number}')
+    if node.links:
+        parts.append(f'"links":{node.links}')
+    if node.linktarget:
+        parts.append(f'"linktarget":{s(node.linktarget)}')
+    if node.extended_attributes:
+        attrs = ",".join(
+            f'{{"name":{s(a.name)},"value":"{base64.b64encode(a.value).decode()}"}}' for a in node.extended_attributes
+        )
+        parts.append(f'"extended_attributes":[{attrs}]')
+    if node.device:
+        parts.append(f'"device":{node.device}')
+    if node.content is None:
+        parts.append('"content":null')
+    else:
+        parts.append('"content":[' + ",".join(f'"{blob}"' for blob in node.content) + "]")
+    if node.subtree is not None:
+        parts.append(f'"subtree":"{node.subtree}"')
+    if node.error:
+        parts.append(f'"error":{s(node.error)}')
+    return "{" + ",".join(parts) + "}"
+
+
+def sort_key(node: Node) -> bytes:
+    return node.name.encode("utf-8", "surrogateescape")
+
+
+def encode_tree(nodes: Iterable[Node], *, short_bf: bool = False) -> bytes:
+    """The tree blob restic writes for these nodes (sorted by name here, as restic sorts them)."""
+    ordered = sorted(nodes, key=sort_key)
+    body = ",".join(encode_node(node, short_bf=short_bf) for node in ordered)
+    return ('{"nodes":[' + body + "]}\n").encode("utf-8")
+
+
+def decode_tree(data: bytes) -> list[Node]:
+    """The nodes of a tree blob, in stored order. Keys this module does not know are ignored."""
+    doc = _loads(data)
+    return [node_from_json(item) for item in doc.get("nodes") or []]
+
+
+def _loads(data: bytes) -> Any:
+    return json.loads(data.decode("utf-8", "replace"))
+
+
+def node_from_json(item: Mapping[str, Any]) -> Node:
+    content = item.get("content")
+    attrs = tuple(
+        ExtendedAttribute(str(a["name"]), base64.b64decode(a.get("value") or ""))
+        for a in item.get("extended_attributes") or []
+    )
+    return Node(
+        name=go_unquote(str(item.get("name", ""))),
+        type=str(item.get("type", "")),
+        mode=int(item.get("mode") or 0),
+        mtime=_time(item.get("mtime")),
+        atime=_time(item.get("atime")),
+        ctime=_time(item.get("ctime")),
+        uid=int(item.get("uid") or 0),
+        gid=int(item.get("gid") or 0),
+        user=str(item.get("user") or ""),
+        group=str(item.get("group") or ""),
+        inode=int(item.get("inode") or 0),
+        device_id=int(item.get("device_id") or 0),
+        size=int(item.get("size") or 0),
+        links=int(item.get("links") or 0),
+        linktarget=str(item.get("linktarget") or ""),
+        extended_attributes=attrs,
+        device=int(item.get("device") or 0),
+        content=None if content is None else tuple(str(c) for c in content),
+        subtree=None if item.get("subtree") is None else str(item["subtree"]),
+        error=str(item.get("error") or ""),
+    )
+
+
+def _time(value: Any) -> GoTime:
+    if not value:
+        return GoTime(0)
+    return GoTime.from_json(str(value))
+
+
+def go_file_mode(st_mode: int) -> int:
+    """Go's ``os.FileMode`` for a Unix ``st_mode`` (``fillFileStatFromSys``), masked as restic masks it."""
+    mode = st_mode & MODE_PERM
+    fmt = stat_mod.S_IFMT(st_mode)
+    if fmt == stat_mod.S_IFBLK:
+        mode |= MODE_DEVICE
+    elif fmt == stat_mod.S_IFCHR:
+        mode |= MODE_DEVICE | MODE_CHAR_DEVICE
+    elif fmt == stat_mod.S_IFDIR:
+        mode |= MODE_DIR
+    elif fmt == stat_mod.S_IFIFO:
+        mode |= MODE_NAMED_PIPE
+    elif fmt == stat_mod.S_IFLNK:
+        mode |= MODE_SYMLINK
+    elif fmt == stat_mod.S_IFSOCK:
+        mode |= MODE_SOCKET
+    if st_mode & stat_mod.S_ISUID:
+        mode |= MODE_SETUID
+    if st_mode & stat_mod.S_ISGID:
+        mode |= MODE_SETGID
+    if st_mode & stat_mod.S_ISVTX:
+        mode |= MODE_STICKY
+    return mode & _RESTIC_MASK
+
+
+def unix_mode(go_mode: int) -> int:
+    """Permission and setuid/setgid/sticky bits of a Go ``os.FileMode`` as Unix ``chmod`` bits."""
+    mode = go_mode & MODE_PERM
+    if go_mode & MODE_SETUID:
+        mode |= stat_mod.S_ISUID
+    if go_mode & MODE_SETGID:
+        mode |= stat_mod.S_ISGID
+    if go_mode & MODE_STICKY:
+        mode |= stat_mod.S_ISVTX
+    return mode
+
+
+def node_type(st_mode: int) -> str:
+    fmt = stat_mod.S_IFMT(st_mode)
+    return {
+        stat_mod.S_IFREG: "file",
+        stat_mod.S_IFDIR: "dir",
+        stat_mod.S_IFLNK: "symlink",
+        stat_mod.S_IFBLK: "dev",
+        stat_mod.S_IFCHR: "chardev",
+        stat_mod.S_IFIFO: "fifo",
+        stat_mod.S_IFSOCK: "socket",
+    }.get(fmt, "")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
+
+
+def _xattrs(path: str | os.PathLike[str]) -> tuple[ExtendedAttribute, ...]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return ()
+    attrs = []
+    for name in names:
+        try:
+            attrs.append(ExtendedAttribute(name, os.getxattr(path, name, follow_symlinks=False)))
+        except OSError:
+            continue
+    return tuple(attrs)
+
+
+def node_from_stat(
+    path: str | os.PathLike[str],
+    st: os.stat_result,
+    *,
+    content: Sequence[str] | None = None,
+    subtree: str | None = None,
+    with_atime: bool = False,
+    offset: int | None = None,
+) -> Node:
+    """The node restic 0.14's archiver records for ``path`` (``st`` from ``os.lstat``) on Linux.
+
+    ``content`` (blob ids) is for files and defaults to ``[]`` for them; ``subtree`` for directories.
+    ``offset`` fixes the zone offset of the times (seconds east of UTC); by default the local zone's.
+    """
+    kind = node_type(st.st_mode)
+
+    def when(ns: int) -> GoTime:
+        return GoTime.local(ns) if offset is None else GoTime(ns, offset)
+
+    mtime = when(st.st_mtime_ns)
+    size = links = device = 0
+    linktarget = ""
+    if kind == "file":
+        size, links = st.st_size, st.st_nlink
+    elif kind == "symlink":
+        links, linktarget = st.st_nlink, os.readlink(path)
+    elif kind in ("dev", "chardev"):
+        links, device = st.st_nlink, st.st_rdev
+    return Node(
+        name=os.path.basename(os.fsdecode(path)),
+        type=kind,
+        mode=go_file_mode(st.st_mode),
+        mtime=mtime,
+        atime=when(st.st_atime_ns) if with_atime else mtime,
+        ctime=when(st.st_ctime_ns),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        user=_user_name(st.st_uid),
+        group=_group_name(st.st_gid),
+        inode=st.st_ino,
+        device_id=st.st_dev,
+        size=size,
+        links=links,
+        linktarget=linktarget,
+        extended_attributes=_xattrs(path),
+        device=device,
+        content=tuple(content or ()) if kind == "file" else None,
+        subtree=subtree if kind == "dir" else None,
+    )
