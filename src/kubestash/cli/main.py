@@ -26,6 +26,7 @@ COMMANDS = {
     "unlock": "kubestash.cli.repository:unlock",
     "password": "kubestash.cli.repository:password",
     "pw": "kubestash.cli.repository:pw",
+    "repo": "kubestash.cli.repo:repo",
 }
 
 

@@ -147,7 +147,7 @@ class NativeRepository:
         docs = await self._load_all("index", names)
         index: dict[str, IndexEntry] = {}
         for doc in docs:
-            for entry in _index_entries(doc):
+            for entry in index_entries(doc):
                 index.setdefault(entry.blob.id, entry)
         self.index = index
 
@@ -222,7 +222,8 @@ async def find_key(store: Store, password: str) -> Key:
     raise WrongPasswordError(f"{store.description}: wrong password or no key found")
 
 
-def _index_entries(doc: Any) -> Iterable[IndexEntry]:
+def index_entries(doc: Any) -> Iterable[IndexEntry]:
+    """Every (pack, blob) an index file's JSON lists -- a blob stored twice appears twice."""
     packs = doc if isinstance(doc, list) else doc.get("packs") or []  # a list: restic's legacy index format
     for pack in packs:
         pack_id = str(pack["id"])

@@ -1,0 +1,446 @@
+"""``kubestash repo``: drive a restic repository directly, with the native engine or with restic itself.
+
+Users debugging a backup, and tests exercising the native engine, need to look at a repository without a
+cluster: list its snapshots, list or restore a snapshot's files, check it, and see how big a restore would be.
+These commands take restic's own spelling (``-r REPO`` as a local path or ``s3:http(s)://host[:port]/bucket/
+prefix``, the password from ``RESTIC_PASSWORD`` or ``--password-file``, ``--json`` output in restic's JSON
+shapes) so that anything written for ``restic`` works here, and ``--engine restic`` runs the restic binary with
+the same arguments -- the two engines can be compared on the same repository with one flag.
+
+Only the read-only subcommands exist so far (snapshots, ls, restore, check, stats); the writing ones come with
+the native engine's write path. Failures print one line (``Error: ...``) and exit 1, never a traceback and
+never the password; usage errors exit 2. ``check`` exits 1 when it finds errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+import click
+
+from kubestash.backends.base import BackendError
+from kubestash.engine.native.crypto import CryptoError
+from kubestash.engine.native.files import load_json
+from kubestash.engine.native.pack import IntegrityError
+from kubestash.engine.native.repository import NativeRepository, RepositoryError, SnapshotInfo
+from kubestash.engine.native.restore import node_name, node_subtree, node_type
+from kubestash.engine.native.store import LocalStore, Store, StoreError, path_of
+
+T = TypeVar("T")
+
+_UNSUPPORTED = ("gs:", "azure:", "b2:", "swift:", "sftp:", "rest:", "rclone:")
+_FAILURES = (RepositoryError, IntegrityError, StoreError, BackendError, CryptoError, OSError, ValueError)
+
+
+class CliError(click.ClickException):
+    """A failure: ``Error: <one line>`` on stderr, exit code 1."""
+
+
+@dataclass(frozen=True)
+class Options:
+    repository: str
+    password_file: Path | None
+    engine: str
+    json: bool
+
+
+# ------------------------------------------------------------------ repository location and password
+
+
+def parse_s3(spec: str) -> tuple[str, str, str]:
+    """(endpoint URL, bucket, prefix) from restic's ``s3:[http(s)://]host[:port]/bucket[/prefix]``."""
+    rest = spec[len("s3:") :]
+    scheme = "https"
+    for candidate in ("http://", "https://"):
+        if rest.startswith(candidate):
+            scheme, rest = candidate[:-3], rest[len(candidate) :]
+            break
+    else:
+        rest = rest.removeprefix("//")
+    parts = [p for p in rest.split("/") if p]
+    if len(parts) < 2:
+        raise click.BadParameter(
+            "an s3 repository is s3:http(s)://host[:port]/bucket[/prefix]", param_hint="'-r' / '--repo'"
+        )
+    return f"{scheme}://{parts[0]}", parts[1], "/".join(parts[2:])
+
+
+def open_store(spec: str) -> Store:
+    """The native store for ``-r``: a local directory, or an S3 bucket prefix through kubestash.backends."""
+    if spec.startswith("s3:"):
+        endpoint, bucket, prefix = parse_s3(spec)
+        # Imported here: the models and obstore are only needed for remote repositories.
+        from kubestash.api.storage import Backend
+        from kubestash.backends.factory import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, open_backend
+        from kubestash.engine.native.store import BackendStore
+
+        secret = {k: os.environ[k].encode() for k in (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) if os.environ.get(k)}
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+        storage = Backend.model_validate(
+            {"provider": "s3", "s3": {"endpoint": endpoint, "bucket": bucket, "region": region}}
+        )
+        return BackendStore(open_backend(storage, secret or None), prefix)
+    scheme = next((s for s in _UNSUPPORTED if spec.startswith(s)), None)
+    if scheme is not None:
+        raise CliError(f"{scheme[:-1]} repositories are not supported yet by the native engine; use --engine restic")
+    return LocalStore(Path(spec.removeprefix("local:")))
+
+
+def read_password(opts: Options) -> str:
+    """restic's rules: ``--password-file`` (whitespace trimmed), else ``RESTIC_PASSWORD``; never empty."""
+    if opts.password_file is not None:
+        try:
+            password = opts.password_file.read_text().strip()
+        except OSError as e:
+            raise CliError(f"cannot read the password file {opts.password_file}: {e.strerror or e}") from None
+    else:
+        password = os.environ.get("RESTIC_PASSWORD", "")
+    if not password:
+        raise CliError("no password: set RESTIC_PASSWORD or pass --password-file (an empty password is not allowed)")
+    return password
+
+
+def run_native(opts: Options, work: Callable[[NativeRepository], Awaitable[T]]) -> T:
+    """Open the repository and run ``work`` on it; storage and repository failures become one-line errors."""
+    password = read_password(opts)
+    store = open_store(opts.repository)
+
+    async def main() -> T:
+        return await work(await NativeRepository.open(store, password))
+
+    try:
+        return asyncio.run(main())
+    except _FAILURES as e:
+        message = e.message if isinstance(e, BackendError) else str(e) or type(e).__name__
+        message = " ".join(message.replace(password, "***").split())
+        raise CliError(message) from None
+
+
+def run_restic(opts: Options, args: Sequence[str]) -> None:
+    """Replace this process with ``restic -r REPO [--json] [--password-file F] ARGS`` (RESTIC_PASSWORD passes
+    through the environment)."""
+    argv = ["restic", "-r", opts.repository]
+    if opts.json:
+        argv.append("--json")
+    if opts.password_file is not None:
+        argv += ["--password-file", str(opts.password_file)]
+    argv += list(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp("restic", argv)
+    except OSError as e:
+        raise CliError(f"cannot run restic: {e.strerror or e}") from None
+
+
+def emit(doc: Any) -> None:
+    click.echo(json.dumps(doc, separators=(",", ":"), ensure_ascii=False))
+
+
+# ------------------------------------------------------------------ the group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-r",
+    "--repo",
+    "repository",
+    envvar="RESTIC_REPOSITORY",
+    required=True,
+    help="Repository: a local path or s3:http(s)://host[:port]/bucket/prefix ($RESTIC_REPOSITORY).",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="RESTIC_PASSWORD_FILE",
+    help="Read the password from this file (default: $RESTIC_PASSWORD).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["native", "restic"]),
+    default="native",
+    show_default=True,
+    help="native: kubestash's own reader; restic: run the restic binary with the same arguments.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON in restic's shapes.")
+@click.pass_context
+def repo(ctx: click.Context, repository: str, password_file: Path | None, engine: str, as_json: bool) -> None:
+    """Work on a restic repository directly (no cluster needed)."""
+    ctx.obj = Options(repository, password_file, engine, as_json)
+
+
+# ------------------------------------------------------------------ snapshots
+
+
+async def _snapshot_doc(repository: NativeRepository, snapshot: SnapshotInfo) -> dict[str, Any]:
+    """The snapshot file's JSON as stored (restic's field order) plus ``id`` and ``short_id``, as restic prints."""
+    doc = load_json(repository.key, await repository.store.get(path_of("snapshots", snapshot.id)))
+    if not isinstance(doc, dict):
+        raise IntegrityError(f"snapshot {snapshot.id} is not a JSON object")
+    return {**doc, "id": snapshot.id, "short_id": snapshot.short_id}
+
+
+def _table(snapshots: list[SnapshotInfo]) -> list[str]:
+    rows = [("ID", "Time", "Host", "Tags", "Paths")]
+    for s in snapshots:
+        time = s.time.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        lines = max(len(s.paths), len(s.tags), 1)
+        for i in range(lines):
+            first = i == 0
+            rows.append(
+                (
+                    s.short_id if first else "",
+                    time if first else "",
+                    s.hostname if first else "",
+                    s.tags[i] if i < len(s.tags) else "",
+                    s.paths[i] if i < len(s.paths) else "",
+                )
+            )
+    widths = [max(len(r[c]) for r in rows) + 2 for c in range(4)]
+    lines_out = ["".join(r[c].ljust(widths[c]) for c in range(4)) + r[4] for r in rows]
+    rule = "-" * max(len(line) for line in lines_out)
+    return [lines_out[0], rule, *lines_out[1:], rule, f"{len(snapshots)} snapshots"]
+
+
+@repo.command()
+@click.pass_obj
+def snapshots(opts: Options) -> None:
+    """List all snapshots (oldest first)."""
+    if opts.engine == "restic":
+        run_restic(opts, ["snapshots"])
+
+    async def work(repository: NativeRepository) -> None:
+        found = await repository.snapshots()
+        if opts.json:
+            emit([await _snapshot_doc(repository, s) for s in found])
+        else:
+            click.echo("\n".join(_table(found)))
+
+    run_native(opts, work)
+
+
+# ------------------------------------------------------------------ ls
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+_GO_MODE_CHARS = "dalTLDpSugct?"
+
+
+def go_mode_string(mode: int) -> str:
+    """Go's ``os.FileMode.String()`` (``drwxr-xr-x``, ``Lrwxrwxrwx``): what restic prints as permissions."""
+    flags = "".join(c for i, c in enumerate(_GO_MODE_CHARS) if mode & (1 << (31 - i)))
+    perms = "".join(c if mode & (1 << (8 - i)) else "-" for i, c in enumerate("rwxrwxrwx"))
+    return (flags or "-") + perms
+
+
+def _ls_node(path: str, node: dict[str, Any]) -> dict[str, Any]:
+    """restic 0.14's ``ls --json`` node line."""
+    doc: dict[str, Any] = {"name": node.get("name"), "type": node.get("type"), "path": path}
+    doc["uid"] = node.get("uid") or 0
+    doc["gid"] = node.get("gid") or 0
+    if node.get("size"):
+        doc["size"] = node["size"]
+    mode = int(node.get("mode") or 0)
+    doc.update(mode=mode, permissions=go_mode_string(mode))
+    for key in ("mtime", "atime", "ctime"):
+        doc[key] = node.get(key)
+    doc["struct_type"] = "node"
+    return doc
+
+
+async def walk(
+    repository: NativeRepository, tree_id: str, prefix: str = "", descend: Callable[[str], bool] | None = None
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Every node below ``tree_id`` depth first, a directory before its contents, as (snapshot path, node);
+    ``descend(path)`` decides whether to enter a directory (default: always)."""
+    tree = await repository.load_tree(tree_id)
+    for node in tree.get("nodes") or ():
+        path = f"{prefix}/{node_name(node)}"
+        yield path, node
+        if node_type(node) == "dir" and (descend is None or descend(path)):
+            async for item in walk(repository, node_subtree(node), path, descend):
+                yield item
+
+
+@repo.command()
+@click.argument("snapshot")
+@click.argument("dirs", nargs=-1)
+@click.option("--recursive", is_flag=True, help="With directories given: list everything below them.")
+@click.pass_obj
+def ls(opts: Options, snapshot: str, dirs: tuple[str, ...], recursive: bool) -> None:
+    """List the files of SNAPSHOT (id, prefix or latest), or only of the absolute DIRS in it."""
+    if opts.engine == "restic":
+        run_restic(opts, ["ls", snapshot, *dirs, *(["--recursive"] if recursive else [])])
+    if any(not d.startswith("/") for d in dirs):
+        raise CliError("all path filters must be absolute, starting with a forward slash '/'")
+    wanted = [str(PurePosixPath(d)) for d in dirs]
+
+    def within(path: str) -> bool:
+        return not wanted or any(_within(path, d) for d in wanted)
+
+    def descend(path: str) -> bool:
+        # restic's walk: enter a directory that is selected (with --recursive) or on the way to a selected one.
+        return not wanted or (recursive and within(path)) or any(_within(d, path) for d in wanted)
+
+    async def work(repository: NativeRepository) -> None:
+        found = await repository.find_snapshot(snapshot)
+        if opts.json:
+            emit({**await _snapshot_doc(repository, found), "struct_type": "snapshot"})
+        else:
+            click.echo(
+                f"snapshot {found.short_id} of [{' '.join(found.paths)}] filtered by [{' '.join(dirs)}] "
+                f"at {found.time_text}):"
+            )
+        async for path, node in walk(repository, found.tree, descend=descend):
+            if within(path):
+                if opts.json:
+                    emit(_ls_node(path, node))
+                else:
+                    click.echo(path)
+
+    run_native(opts, work)
+
+
+# ------------------------------------------------------------------ restore
+
+
+@repo.command()
+@click.argument("snapshot")
+@click.option("-t", "--target", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("-i", "--include", multiple=True, help="Restore only paths matching this pattern (repeatable).")
+@click.option("-e", "--exclude", multiple=True, help="Do not restore paths matching this pattern (repeatable).")
+@click.pass_obj
+def restore(opts: Options, snapshot: str, target: Path, include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+    """Restore SNAPSHOT (id, prefix or latest) below --target, each path at its full path."""
+    if opts.engine == "restic":
+        args = ["restore", snapshot, "--target", str(target)]
+        args += [a for p in include for a in ("--include", p)] + [a for p in exclude for a in ("--exclude", p)]
+        run_restic(opts, args)
+    from kubestash.engine.native.restore import restore as native_restore
+
+    async def work(repository: NativeRepository) -> None:
+        found = await repository.find_snapshot(snapshot)
+        if not opts.json:
+            click.echo(f"restoring snapshot {found.short_id} of [{' '.join(found.paths)}] to {target}")
+        files, size = await native_restore(repository, found.id, target, include, exclude)
+        if opts.json:
+            emit({"message_type": "summary", "files_restored": files, "bytes_restored": size})
+        else:
+            click.echo(f"restored {files} files, {format_bytes(size)}")
+
+    run_native(opts, work)
+
+
+# ------------------------------------------------------------------ check
+
+
+@repo.command()
+@click.option("--read-data", is_flag=True, help="Also read every pack and verify every blob's content.")
+@click.pass_obj
+def check(opts: Options, read_data: bool) -> None:
+    """Check the repository's structure (and with --read-data its content); exit 1 on errors."""
+    if opts.engine == "restic":
+        run_restic(opts, ["check", *(["--read-data"] if read_data else [])])
+    from kubestash.engine.native.check import CheckReport
+    from kubestash.engine.native.check import check as native_check
+
+    if not opts.json:
+        click.echo("load indexes\ncheck all packs\ncheck snapshots, trees and blobs")
+        if read_data:
+            click.echo("read all data")
+
+    async def work(repository: NativeRepository) -> CheckReport:
+        return await native_check(repository, read_data=read_data)
+
+    report = run_native(opts, work)
+    if opts.json:
+        emit(
+            {
+                "message_type": "summary",
+                "num_errors": len(report.errors),
+                "num_warnings": len(report.warnings),
+                "errors": report.errors,
+                "warnings": report.warnings,
+                "packs": report.counters.packs,
+                "blobs": report.counters.blobs,
+                "snapshots": report.counters.snapshots,
+                "trees": report.counters.trees,
+                "read_data": report.read_data,
+            }
+        )
+    else:
+        for line in report.warnings:
+            click.echo(line)
+        if report.warnings:
+            click.echo(
+                f"{len(report.warnings)} additional files were found in the repo, which likely contain "
+                "duplicate data.\nYou can run `kubestash repo prune` (or `restic prune`) to correct this."
+            )
+        for line in report.errors:
+            click.echo(f"error: {line}")
+        if report.ok:
+            click.echo("no errors were found")
+    if not report.ok:
+        raise CliError(f"repository contains errors ({len(report.errors)})")
+
+
+# ------------------------------------------------------------------ stats
+
+
+def format_bytes(size: int) -> str:
+    """restic's ``ui.FormatBytes``."""
+    for shift, unit in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if size >= 1 << shift:
+            return f"{size / (1 << shift):.3f} {unit}"
+    return f"{size} B"
+
+
+async def restore_size(repository: NativeRepository, snapshot: SnapshotInfo) -> tuple[int, int]:
+    """(total size, file count) in restic's ``restore-size`` mode: every node counts as a file; file sizes
+    count once per inode within a snapshot (hard links restore once)."""
+    inodes: set[int] = set()
+    size = count = 0
+    async for _, node in walk(repository, snapshot.tree):
+        count += 1
+        inode = int(node.get("inode") or 0)
+        if inode == 0 or inode not in inodes:
+            inodes.add(inode)
+            size += int(node.get("size") or 0)
+    return size, count
+
+
+@repo.command()
+@click.argument("snapshot", required=False)
+@click.option("--mode", type=click.Choice(["restore-size"]), default="restore-size", show_default=True)
+@click.pass_obj
+def stats(opts: Options, snapshot: str | None, mode: str) -> None:
+    """Size of a restore of SNAPSHOT (default: of every snapshot), as restic's restore-size mode counts it."""
+    if opts.engine == "restic":
+        run_restic(opts, ["stats", *([snapshot] if snapshot else []), "--mode", mode])
+
+    async def work(repository: NativeRepository) -> tuple[int, int, int]:
+        chosen = [await repository.find_snapshot(snapshot)] if snapshot else await repository.snapshots()
+        size = count = 0
+        for s in chosen:
+            s_size, s_count = await restore_size(repository, s)
+            size, count = size + s_size, count + s_count
+        return size, count, len(chosen)
+
+    size, count, processed = run_native(opts, work)
+    if opts.json:
+        emit({"total_size": size, "total_file_count": count, "snapshots_count": processed})
+    else:
+        click.echo(
+            f"Stats in {mode} mode:\nSnapshots processed:   {processed}\n   Total File Count:   {count}\n"
+            f"         Total Size:   {format_bytes(size)}"
+        )

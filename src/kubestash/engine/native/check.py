@@ -1,0 +1,319 @@
+"""Verifying a restic repository without the restic binary, like ``restic check [--read-data]``.
+
+A backup is only worth something if it can be restored, and the cheapest time to find out it cannot is
+before it is needed. This walks the repository the way restic's checker does and reports every problem it
+finds instead of stopping at the first one, each message naming the pack, blob or snapshot involved:
+
+* **index vs. packs** -- every pack an index file lists exists in ``data/``; its header (the encrypted blob
+  list at the end of the pack) lists exactly the blobs the index says, at the same offsets and lengths, and
+  the pack has the size those imply. A pack in ``data/`` that no index lists is a *warning*, as in restic
+  ("pack ... not referenced in index": an interrupted backup or prune left it; ``prune`` removes it).
+* **snapshots and trees** -- every snapshot file decrypts, its tree and every subtree below it load (decrypt,
+  decompress, hash to their ids), and every data blob a file node references is in the index.
+* **read data** (optional) -- every pack is read whole: its SHA-256 must equal its name, its header must agree
+  with the index, and every blob in it must decrypt, decompress and hash to its id.
+
+Header checks read only each pack's tail (one ranged read sized from the index); ``read_data`` reads whole
+packs. Memory stays bounded: at most :data:`PACK_CONCURRENCY` packs are held at once, trees are loaded one at a
+time per worker, and only blob/tree ids (not contents) are remembered. The index is read from the index files
+directly rather than from :attr:`NativeRepository.index`, because that map keeps one location per blob and a
+blob stored in two packs (which restic allows) would otherwise look missing from the second pack's header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from kubestash.backends.base import BackendError
+from kubestash.engine.native.crypto import OVERHEAD, CryptoError
+from kubestash.engine.native.files import load_json
+from kubestash.engine.native.pack import (
+    COMPRESSED_ENTRY,
+    HEADER_LENGTH_SIZE,
+    PLAIN_ENTRY,
+    IntegrityError,
+    PackedBlob,
+    decode_blob,
+    header_length,
+    parse_header,
+    read_header,
+)
+from kubestash.engine.native.repository import NativeRepository, index_entries
+from kubestash.engine.native.restore import node_content, node_name, node_subtree, node_type
+from kubestash.engine.native.store import StoreError, path_of
+
+PACK_CONCURRENCY = 4
+"""Packs read (and, with ``read_data``, held in memory) at the same time."""
+TREE_CONCURRENCY = 8
+"""Trees loaded at the same time."""
+FILE_CONCURRENCY = 8
+"""Index and snapshot files read at the same time."""
+
+_LOAD_ERRORS = (IntegrityError, StoreError, BackendError, CryptoError, ValueError, KeyError, TypeError, OSError)
+"""What reading damaged or missing repository data raises; anything else is a bug and propagates."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CheckCounters:
+    packs: int = 0
+    """Packs listed in the index (and checked)."""
+    blobs: int = 0
+    """Distinct blobs listed in the index."""
+    snapshots: int = 0
+    trees: int = 0
+    """Distinct trees loaded from the snapshots."""
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    ok: bool
+    errors: list[str]
+    """Damage: the repository cannot restore everything it claims to hold."""
+    warnings: list[str]
+    """Harmless leftovers (unreferenced packs)."""
+    counters: CheckCounters
+    read_data: bool = False
+
+
+@dataclass
+class _State:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+async def _bounded(items: Iterable[T], work: Callable[[T], Awaitable[None]], limit: int) -> None:
+    """Run ``work`` on every item, at most ``limit`` at a time (workers pull from one iterator)."""
+    iterator = iter(items)
+
+    async def worker() -> None:
+        for item in iterator:
+            await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(limit)))
+
+
+async def check(repo: NativeRepository, *, read_data: bool = False) -> CheckReport:
+    """Check ``repo`` like ``restic check`` (``read_data``: like ``restic check --read-data``)."""
+    state = _State()
+    packs = await _load_index(repo, state)
+    await _check_packs(repo, packs, read_data, state)
+    snapshots, trees = await _check_snapshots(repo, state)
+    blobs = {blob.id for blobs in packs.values() for blob in blobs}
+    counters = CheckCounters(packs=len(packs), blobs=len(blobs), snapshots=snapshots, trees=trees)
+    return CheckReport(not state.errors, state.errors, state.warnings, counters, read_data)
+
+
+# ---------------------------------------------------------------- index and packs
+
+
+async def _load_index(repo: NativeRepository, state: _State) -> dict[str, set[PackedBlob]]:
+    """Every pack every index file lists, with the blobs it lists for it."""
+    packs: dict[str, set[PackedBlob]] = defaultdict(set)
+    errors: list[str] = []
+
+    async def one(name: str) -> None:
+        try:
+            doc = load_json(repo.key, await repo.store.get(path_of("index", name)))
+            entries = list(index_entries(doc))
+        except _LOAD_ERRORS as e:
+            errors.append(f"index {name}: cannot load: {_reason(e)}")
+            return
+        for entry in entries:
+            packs[entry.pack_id].add(entry.blob)
+
+    await _bounded(await repo.store.list("index"), one, FILE_CONCURRENCY)
+    state.errors += sorted(errors)
+    return dict(packs)
+
+
+async def _check_packs(
+    repo: NativeRepository, packs: dict[str, set[PackedBlob]], read_data: bool, state: _State
+) -> None:
+    stored = set(await repo.store.list("data"))
+    state.errors += [f"pack {pack_id}: does not exist" for pack_id in sorted(packs.keys() - stored)]
+    state.warnings += [f"pack {pack_id}: not referenced in index" for pack_id in sorted(stored - packs.keys())]
+    errors: list[str] = []
+
+    async def one(pack_id: str) -> None:
+        try:
+            if read_data:
+                data = await repo.store.get(path_of("data", pack_id))
+                errors.extend(await asyncio.to_thread(_read_pack, repo, pack_id, data, packs[pack_id]))
+            else:
+                errors.extend(await _check_pack_header(repo, pack_id, packs[pack_id]))
+        except _LOAD_ERRORS as e:
+            errors.append(f"pack {pack_id}: cannot read: {_reason(e)}")
+
+    await _bounded(sorted(packs.keys() & stored), one, PACK_CONCURRENCY)
+    state.errors += sorted(errors)
+
+
+async def _check_pack_header(repo: NativeRepository, pack_id: str, indexed: set[PackedBlob]) -> list[str]:
+    """The pack's size and header against the index, from one ranged read of the pack's tail."""
+    blobs_end = max(b.offset + b.length for b in indexed)
+    encrypted_header = OVERHEAD + sum(
+        PLAIN_ENTRY if b.uncompressed_length is None else COMPRESSED_ENTRY for b in indexed
+    )
+    expected = encrypted_header + HEADER_LENGTH_SIZE
+    # One byte more than the index implies: a longer pack shows up as a longer read, a shorter one as a shorter.
+    tail = await repo.store.get_range(path_of("data", pack_id), blobs_end, expected + 1)
+    if len(tail) != expected:
+        size = f"{blobs_end + len(tail)} bytes" if len(tail) < expected else "longer"
+        return [f"pack {pack_id}: size is {size}, the index implies {blobs_end + expected} bytes"]
+    stored_length = header_length(tail)
+    if stored_length != encrypted_header:
+        return [f"pack {pack_id}: header is {stored_length} bytes, the index implies {encrypted_header}"]
+    try:
+        header = parse_header(repo.key, tail[:-HEADER_LENGTH_SIZE], pack_id)
+    except IntegrityError as e:
+        return [str(e)]
+    return _compare(pack_id, header, indexed)
+
+
+def _read_pack(repo: NativeRepository, pack_id: str, data: bytes, indexed: set[PackedBlob]) -> list[str]:
+    """``--read-data`` for one pack held in memory: its hash, its header, and every blob's content."""
+    errors: list[str] = []
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != pack_id:
+        errors.append(f"pack {pack_id}: content hashes to {digest}, not to its name")
+    try:
+        header = read_header(repo.key, data, pack_id)
+    except IntegrityError as e:
+        return [*errors, str(e)]
+    errors += _compare(pack_id, header, indexed)
+    view = memoryview(data)
+    for blob in header:
+        try:
+            decode_blob(repo.key, blob, bytes(view[blob.offset : blob.offset + blob.length]), pack_id)
+        except IntegrityError as e:
+            errors.append(str(e))
+    return errors
+
+
+def _compare(pack_id: str, header: list[PackedBlob], indexed: set[PackedBlob]) -> list[str]:
+    in_header = set(header)
+    errors = [
+        f"pack {pack_id}: {b.type} blob {b.id} (offset {b.offset}, length {b.length}) is in the index "
+        "but not in the pack header"
+        for b in sorted(indexed - in_header, key=lambda b: b.offset)
+    ]
+    errors += [
+        f"pack {pack_id}: {b.type} blob {b.id} (offset {b.offset}, length {b.length}) is in the pack header "
+        "but not in the index"
+        for b in sorted(in_header - indexed, key=lambda b: b.offset)
+    ]
+    return errors
+
+
+# ---------------------------------------------------------------- snapshots and trees
+
+
+@dataclass(frozen=True)
+class _TreeRef:
+    id: str
+    snapshot: str
+    path: str
+
+    def where(self) -> str:
+        return f"tree {self.id} (snapshot {self.snapshot[:8]}, {self.path or '/'})"
+
+
+async def _check_snapshots(repo: NativeRepository, state: _State) -> tuple[int, int]:
+    """(snapshots, distinct trees): every snapshot's tree and everything below it loads and is indexed."""
+    names = await repo.store.list("snapshots")
+    roots: list[_TreeRef] = []
+    errors: list[str] = []
+
+    async def load(name: str) -> None:
+        try:
+            doc = load_json(repo.key, await repo.store.get(path_of("snapshots", name)))
+            roots.append(_TreeRef(str(doc["tree"]), name, ""))
+        except _LOAD_ERRORS as e:
+            errors.append(f"snapshot {name}: cannot load: {_reason(e)}")
+
+    await _bounded(names, load, FILE_CONCURRENCY)
+    seen: set[str] = set()
+    queue: asyncio.Queue[_TreeRef] = asyncio.Queue()
+    for ref in sorted(roots, key=lambda r: r.snapshot):
+        if ref.id not in seen:
+            seen.add(ref.id)
+            queue.put_nowait(ref)
+
+    async def worker() -> None:
+        while True:
+            ref = await queue.get()
+            try:
+                for sub in await _check_tree(repo, ref, errors):
+                    if sub.id not in seen:
+                        seen.add(sub.id)
+                        queue.put_nowait(sub)
+            finally:
+                queue.task_done()
+
+    workers = [asyncio.create_task(worker()) for _ in range(TREE_CONCURRENCY)]
+    try:
+        await _join(queue, workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    state.errors += sorted(errors)
+    return len(names), len(seen)
+
+
+async def _join(queue: asyncio.Queue[_TreeRef], workers: list[asyncio.Task[None]]) -> None:
+    """Wait until the queue is drained, re-raising a worker's unexpected exception instead of hanging."""
+    joined = asyncio.create_task(queue.join())
+    try:
+        done, _ = await asyncio.wait([joined, *workers], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not joined:
+                task.result()
+    finally:
+        joined.cancel()
+
+
+async def _check_tree(repo: NativeRepository, ref: _TreeRef, errors: list[str]) -> list[_TreeRef]:
+    """Load one tree, check its file nodes' blobs against the index, return its subtrees."""
+    try:
+        nodes = _nodes(await repo.load_tree(ref.id))
+    except _LOAD_ERRORS as e:
+        errors.append(f"{ref.where()}: cannot load: {_reason(e)}")
+        return []
+    subtrees: list[_TreeRef] = []
+    for node in nodes:
+        try:
+            path = f"{ref.path}/{node_name(node)}"
+            kind = node_type(node)
+            if kind == "dir":
+                subtrees.append(_TreeRef(node_subtree(node), ref.snapshot, path))
+            elif kind == "file":
+                for blob_id in node_content(node):
+                    entry = repo.index.get(blob_id)
+                    if entry is None:
+                        errors.append(f"{ref.where()}: file {path}: data blob {blob_id} is not in the index")
+                    elif entry.blob.type != "data":
+                        errors.append(f"{ref.where()}: file {path}: blob {blob_id} is a {entry.blob.type} blob")
+        except IntegrityError as e:
+            errors.append(f"{ref.where()}: {e}")
+    return subtrees
+
+
+def _nodes(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = tree.get("nodes") or []
+    if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
+        raise IntegrityError("tree nodes are not a list of objects")
+    return nodes
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, KeyError):
+        return f"missing field {e}"
+    return str(e) or type(e).__name__
