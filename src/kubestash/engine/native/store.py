@@ -3,6 +3,8 @@
 The engine only ever lists a kind of file (``keys``, ``index``, ``data``...), reads a whole small file, or
 reads a byte range of a pack; keeping that to three async calls lets the same repository code run on a local
 directory and on every :class:`~kubestash.backends.base.ObjectBackend` (S3, GCS, Azure) without knowing which.
+Writing (backup, init) adds ``put``, ``delete`` and ``exists``; a local ``put`` is atomic (temporary file in
+the same directory, then ``rename``) so a crash never leaves a truncated pack or index under its final name.
 Paths are restic's layout relative to the repository root: ``config``, ``keys/<id>``, ``index/<id>``,
 ``snapshots/<id>``, ``locks/<id>`` and ``data/<first 2 hex digits>/<id>``.
 """
@@ -10,9 +12,11 @@ Paths are restic's layout relative to the repository root: ``config``, ``keys/<i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import tempfile
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 from kubestash.backends.base import ObjectBackend
 
@@ -40,6 +44,27 @@ class Store(Protocol):
     async def get_range(self, path: str, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset``; fewer only if the file is shorter."""
         ...
+
+
+class WritableStore(Store, Protocol):
+    """A store the engine can also write to (init, backup)."""
+
+    async def put(self, path: str, data: bytes) -> None:
+        """Create or replace ``path``; readers never see a partial file under that name."""
+        ...
+
+    async def delete(self, path: str) -> None:
+        """Remove ``path``; a missing file is not an error."""
+        ...
+
+    async def exists(self, path: str) -> bool: ...
+
+
+def writable(store: Store) -> WritableStore:
+    """``store`` as a :class:`WritableStore`, or :class:`StoreError` if it is read-only."""
+    if not all(callable(getattr(store, name, None)) for name in ("put", "delete", "exists")):
+        raise StoreError(f"{store.description}: this store cannot be written to")
+    return cast(WritableStore, store)
 
 
 def path_of(kind: Kind, name: str) -> str:
@@ -96,6 +121,42 @@ class LocalStore:
         finally:
             os.close(fd)
 
+    async def put(self, path: str, data: bytes) -> None:
+        """Write ``path`` atomically: a temporary file in the same directory, fsynced, then renamed."""
+        await asyncio.to_thread(self._put, path, data)
+
+    def _put(self, path: str, data: bytes) -> None:
+        target = self.root / path
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        except OSError as e:
+            raise StoreError(f"{self.root}: cannot write {path}: {e.strerror or e}") from None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o400)  # read-only, as restic's local backend leaves its files
+            os.replace(tmp, target)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StoreError(f"{self.root}: cannot write {path}: {e.strerror or e}") from None
+
+    async def delete(self, path: str) -> None:
+        """Remove ``path``; a missing file is not an error."""
+        await asyncio.to_thread(self._delete, path)
+
+    def _delete(self, path: str) -> None:
+        try:
+            (self.root / path).unlink(missing_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.root}: cannot delete {path}: {e.strerror or e}") from None
+
+    async def exists(self, path: str) -> bool:
+        return await asyncio.to_thread((self.root / path).is_file)
+
 
 class BackendStore:
     """A repository under ``prefix`` of an object backend.
@@ -129,3 +190,13 @@ class BackendStore:
     async def get_range(self, path: str, offset: int, length: int) -> bytes:
         data = await self.backend.get(self._key(path))
         return data[offset : offset + length]
+
+    async def put(self, path: str, data: bytes) -> None:
+        """Object stores replace an object atomically on upload; a failed upload leaves no object."""
+        await self.backend.put(self._key(path), data)
+
+    async def delete(self, path: str) -> None:
+        await self.backend.delete(self._key(path))
+
+    async def exists(self, path: str) -> bool:
+        return await self.backend.exists(self._key(path))
