@@ -51,7 +51,7 @@ from kubestash.engine.native.files import encode_unpacked, storage_id
 from kubestash.engine.native.packer import DATA, TREE, Pack, PackWriter, index_json, snapshot_json
 from kubestash.engine.native.repository import IndexEntry, NativeRepository, SnapshotInfo
 from kubestash.engine.native.store import writable
-from kubestash.engine.native.tree import GoTime, Node, encode_tree, go_file_mode, node_from_json, node_from_stat
+from kubestash.engine.native.tree import GoTime, Node, encode_tree, go_file_mode, node_from_stat
 
 PACK_SIZE = 16 * 1024 * 1024
 READ_WINDOW = 4 * 1024 * 1024
@@ -108,11 +108,8 @@ def excluded(path: str, patterns: Sequence[str]) -> bool:
 
 
 async def tree_nodes(repo: NativeRepository, tree_id: str) -> list[Node]:
-    """A tree's nodes, whatever :meth:`NativeRepository.load_tree` returns (raw JSON dict or nodes)."""
-    loaded: Any = await repo.load_tree(tree_id)
-    if isinstance(loaded, list):
-        return list(loaded)
-    return [node_from_json(item) for item in loaded.get("nodes") or []]
+    """A tree's nodes (the parent's, when deciding what changed)."""
+    return await repo.load_tree(tree_id)
 
 
 @dataclass

@@ -27,7 +27,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from kubestash.backends.base import BackendError
 from kubestash.engine.native.crypto import OVERHEAD, CryptoError
@@ -44,7 +44,7 @@ from kubestash.engine.native.pack import (
     read_header,
 )
 from kubestash.engine.native.repository import NativeRepository, index_entries
-from kubestash.engine.native.restore import node_content, node_name, node_subtree, node_type
+from kubestash.engine.native.restore import safe_name, subtree_of
 from kubestash.engine.native.store import StoreError, path_of
 
 PACK_CONCURRENCY = 4
@@ -283,19 +283,19 @@ async def _join(queue: asyncio.Queue[_TreeRef], workers: list[asyncio.Task[None]
 async def _check_tree(repo: NativeRepository, ref: _TreeRef, errors: list[str]) -> list[_TreeRef]:
     """Load one tree, check its file nodes' blobs against the index, return its subtrees."""
     try:
-        nodes = _nodes(await repo.load_tree(ref.id))
+        nodes = await repo.load_tree(ref.id)
     except _LOAD_ERRORS as e:
         errors.append(f"{ref.where()}: cannot load: {_reason(e)}")
         return []
     subtrees: list[_TreeRef] = []
     for node in nodes:
         try:
-            path = f"{ref.path}/{node_name(node)}"
-            kind = node_type(node)
+            path = f"{ref.path}/{safe_name(node)}"
+            kind = node.type
             if kind == "dir":
-                subtrees.append(_TreeRef(node_subtree(node), ref.snapshot, path))
+                subtrees.append(_TreeRef(subtree_of(node), ref.snapshot, path))
             elif kind == "file":
-                for blob_id in node_content(node):
+                for blob_id in node.content or ():
                     entry = repo.index.get(blob_id)
                     if entry is None:
                         errors.append(f"{ref.where()}: file {path}: data blob {blob_id} is not in the index")
@@ -304,13 +304,6 @@ async def _check_tree(repo: NativeRepository, ref: _TreeRef, errors: list[str]) 
         except IntegrityError as e:
             errors.append(f"{ref.where()}: {e}")
     return subtrees
-
-
-def _nodes(tree: dict[str, Any]) -> list[dict[str, Any]]:
-    nodes = tree.get("nodes") or []
-    if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
-        raise IntegrityError("tree nodes are not a list of objects")
-    return nodes
 
 
 def _reason(e: BaseException) -> str:

@@ -23,6 +23,7 @@ from kubestash.engine.native.crypto import CryptoError, Key, open_key_file
 from kubestash.engine.native.files import load_json
 from kubestash.engine.native.pack import BlobType, IntegrityError, PackedBlob, decode_blob
 from kubestash.engine.native.store import Store, path_of
+from kubestash.engine.native.tree import Node, decode_tree
 
 _READ_CONCURRENCY = 8
 
@@ -200,15 +201,16 @@ class NativeRepository:
         data = await self.store.get_range(path_of("data", entry.pack_id), entry.blob.offset, entry.blob.length)
         return await asyncio.to_thread(decode_blob, self.key, entry.blob, data, entry.pack_id)
 
-    async def load_tree(self, tree_id: str) -> dict[str, Any]:
-        """A tree blob's JSON (``{"nodes": [...]}``); nodes stay raw dicts, read only by the restorer's accessors."""
+    async def load_tree(self, tree_id: str) -> list[Node]:
+        """A tree blob's nodes."""
         entry = self.lookup(tree_id)
         if entry.blob.type != "tree":
             raise IntegrityError(f"blob {tree_id} is a {entry.blob.type} blob, not a tree")
-        doc = json.loads(await self.load_blob(tree_id))
-        if not isinstance(doc, dict):
-            raise IntegrityError(f"tree {tree_id} is not a JSON object")
-        return doc
+        data = await self.load_blob(tree_id)
+        try:
+            return decode_tree(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError(f"tree {tree_id} is not a valid tree: {exc}") from None
 
 
 async def find_key(store: Store, password: str) -> Key:

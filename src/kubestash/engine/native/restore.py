@@ -27,80 +27,39 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
 
 from kubestash.engine.native.pack import IntegrityError, PackedBlob, decode_blob
-from kubestash.engine.native.repository import NativeRepository, parse_time_ns
+from kubestash.engine.native.repository import NativeRepository
 from kubestash.engine.native.store import path_of
+from kubestash.engine.native.tree import Node, unix_mode
 
 PACK_CONCURRENCY = 4
 SPAN_GAP = 1 << 20
 """Blobs of one pack closer than this are fetched in one ranged read (the gap is read and discarded)."""
 
 # ---------------------------------------------------------------- tree nodes
-# The only place that knows restic's tree node JSON; a Node model replaces these accessors later.
-
-_GO_SETUID = 1 << 23
-_GO_SETGID = 1 << 22
-_GO_STICKY = 1 << 20
 
 
-def node_name(node: dict[str, Any]) -> str:
-    name = str(node.get("name", ""))
-    if name in ("", ".", "..") or "/" in name or "\0" in name:
-        raise IntegrityError(f"tree node with an unsafe name {name!r}")
-    return name
+def safe_name(node: Node) -> str:
+    """The node's name, refused when it could escape its directory (a damaged or hostile tree)."""
+    if node.name in ("", ".", "..") or "/" in node.name or "\0" in node.name:
+        raise IntegrityError(f"tree node with an unsafe name {node.name!r}")
+    return node.name
 
 
-def node_type(node: dict[str, Any]) -> str:
-    return str(node.get("type", ""))
+def subtree_of(node: Node) -> str:
+    if not node.subtree:
+        raise IntegrityError(f"directory node {node.name!r} has no subtree")
+    return node.subtree
 
 
-def node_mode(node: dict[str, Any]) -> int:
-    """The chmod(2) mode from Go's ``os.FileMode`` (permission bits plus setuid/setgid/sticky flags)."""
-    go = int(node.get("mode") or 0)
-    mode = go & 0o777
-    if go & _GO_SETUID:
-        mode |= stat.S_ISUID
-    if go & _GO_SETGID:
-        mode |= stat.S_ISGID
-    if go & _GO_STICKY:
-        mode |= stat.S_ISVTX
-    return mode
-
-
-def node_owner(node: dict[str, Any]) -> tuple[int, int]:
-    return int(node.get("uid") or 0), int(node.get("gid") or 0)
-
-
-def node_times_ns(node: dict[str, Any]) -> tuple[int, int] | None:
-    """(atime, mtime) in nanoseconds, or None when the node records no mtime."""
-    mtime = node.get("mtime")
-    if not mtime:
-        return None
-    atime = node.get("atime") or mtime
-    return parse_time_ns(str(atime)), parse_time_ns(str(mtime))
-
-
-def node_content(node: dict[str, Any]) -> list[str]:
-    return [str(b) for b in node.get("content") or ()]
-
-
-def node_subtree(node: dict[str, Any]) -> str:
-    subtree = node.get("subtree")
-    if not subtree:
-        raise IntegrityError(f"directory node {node.get('name')!r} has no subtree")
-    return str(subtree)
-
-
-def node_link_target(node: dict[str, Any]) -> str:
-    return str(node.get("linktarget", ""))
+def _times_ns(node: Node) -> tuple[int, int]:
+    return node.atime.unix_ns, node.mtime.unix_ns
 
 
 # ---------------------------------------------------------------- include / exclude
@@ -167,9 +126,9 @@ class PathFilter:
 
 @dataclass
 class _Plan:
-    dirs: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
-    files: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
-    links: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    dirs: list[tuple[Path, Node]] = field(default_factory=list)
+    files: list[tuple[Path, Node]] = field(default_factory=list)
+    links: list[tuple[Path, Node]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -202,7 +161,7 @@ async def restore(
     total = 0
     for path, node in plan.files:
         offset = 0
-        for blob_id in node_content(node):
+        for blob_id in node.content or ():
             entry = repo.lookup(blob_id)
             if entry.blob.type != "data":
                 raise IntegrityError(f"{path}: content blob {blob_id} is a {entry.blob.type} blob")
@@ -230,17 +189,17 @@ async def _walk(
     repo: NativeRepository, tree_id: str, prefix: str, directory: Path, selection: PathFilter, plan: _Plan
 ) -> None:
     tree = await repo.load_tree(tree_id)
-    for node in tree.get("nodes") or ():
-        name = node_name(node)
+    for node in tree:
+        name = safe_name(node)
         snapshot_path = f"{prefix}/{name}"
         selected, descend = selection.select(snapshot_path)
-        kind = node_type(node)
+        kind = node.type
         path = directory / name
         if kind == "dir":
             if selected:
                 plan.dirs.append((path, node))
             if descend:
-                await _walk(repo, node_subtree(node), snapshot_path, path, selection, plan)
+                await _walk(repo, subtree_of(node), snapshot_path, path, selection, plan)
         elif not selected:
             continue
         elif kind == "file":
@@ -261,12 +220,10 @@ def _create_entries(plan: _Plan, as_root: bool) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if path.is_symlink() or path.exists():
             path.unlink()
-        os.symlink(node_link_target(node), path)
+        os.symlink(node.linktarget, path)
         if as_root:
-            os.lchown(path, *node_owner(node))
-        times = node_times_ns(node)
-        if times is not None:
-            os.utime(path, ns=times, follow_symlinks=False)
+            os.lchown(path, node.uid, node.gid)
+        os.utime(path, ns=_times_ns(node), follow_symlinks=False)
 
 
 def _spans(blobs: list[PackedBlob]) -> list[list[PackedBlob]]:
@@ -316,10 +273,8 @@ def _finish_metadata(plan: _Plan, as_root: bool) -> None:
         _apply(path, node, as_root)
 
 
-def _apply(path: Path, node: dict[str, Any], as_root: bool) -> None:
+def _apply(path: Path, node: Node, as_root: bool) -> None:
     if as_root:
-        os.chown(path, *node_owner(node))
-    os.chmod(path, node_mode(node))
-    times = node_times_ns(node)
-    if times is not None:
-        os.utime(path, ns=times)
+        os.chown(path, node.uid, node.gid)
+    os.chmod(path, unix_mode(node.mode))
+    os.utime(path, ns=_times_ns(node))

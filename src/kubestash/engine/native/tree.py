@@ -45,6 +45,7 @@ A tree blob's id is the SHA-256 of its bytes, so an unchanged directory only ded
 from __future__ import annotations
 
 import base64
+import functools
 import grp
 import json
 import os
@@ -423,13 +424,16 @@ def node_type(st_mode: int) -> str:
     }.get(fmt, "")
 
 
+@functools.lru_cache(maxsize=256)
 def _user_name(uid: int) -> str:
+    """Cached: a backup asks for the same few owners once per file (the passwd lookup dominated new files)."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return ""
 
 
+@functools.lru_cache(maxsize=256)
 def _group_name(gid: int) -> str:
     try:
         return grp.getgrgid(gid).gr_name
