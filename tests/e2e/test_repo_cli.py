@@ -170,3 +170,63 @@ def test_snapshots_of_an_s3_repository(tmp_path: Path) -> None:
         assert native == expected
         listed = ok("-r", url, "ls", "latest", env={**ENV, **secret}).splitlines()[1:]
         assert listed == restic(url, "ls", "latest", env=secret).splitlines()
+
+
+# ------------------------------------------------------------------ writing: init and backup
+
+
+@pytest.fixture(scope="module")
+def native_repo(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("native") / "repo"
+    out = ok("-r", str(path), "init")
+    assert out.startswith("created restic repository ") and f" at {path}\n" in out
+    return str(path)
+
+
+def test_init_creates_a_repository_restic_opens(native_repo: str) -> None:
+    assert json.loads(restic(native_repo, "snapshots", "--json")) == []
+    again = kubestash("-r", native_repo, "init")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_backup_is_what_restic_reads_back(native_repo: str, source: Path, tmp_path: Path) -> None:
+    first = json.loads(ok("-r", native_repo, "--json", "backup", str(source), "--exclude", "*.tmp", "--tag", "t1"))
+    assert first["message_type"] == "summary" and first["files_new"] == first["total_files_processed"] > 0
+    assert first["data_added"] > 0 and len(first["snapshot_id"]) == 8
+    restic(native_repo, "check", "--read-data")
+    restic(native_repo, "restore", "latest", "--target", str(tmp_path / "out"))
+    expected = {k: v for k, v in describe(source).items() if k != "scratch.tmp"}
+    assert describe(restored_at(tmp_path / "out", source)) == expected
+    (snapshot,) = json.loads(restic(native_repo, "snapshots", "--json"))
+    assert snapshot["short_id"] == first["snapshot_id"] and snapshot["tags"] == ["t1"]
+
+    # The unchanged tree again: no file read or added. (data_added counts tree blobs too, as restic's does: an
+    # ancestor such as /tmp may have changed meanwhile, and its new tree blob is then all that is added.)
+    second = json.loads(ok("-r", native_repo, "--json", "backup", str(source), "--exclude", "*.tmp"))
+    assert (second["files_new"], second["files_changed"]) == (0, 0)
+    assert second["files_unmodified"] == first["files_new"]
+    assert second["data_blobs"] == 0
+    assert second["data_added"] == 0 or (second["tree_blobs"] > 0 and second["data_added"] < 4096)
+
+    text = ok("-r", native_repo, "backup", str(source), "--exclude", "*.tmp", "--parent", first["snapshot_id"])
+    assert f"using parent snapshot {first['snapshot_id']}" in text
+    assert f"Files:           0 new,     0 changed,     {first['files_new']} unmodified" in text
+    assert "processed " in text and text.rstrip().splitlines()[-1].endswith(" saved")
+
+    # restic itself, through --engine restic, takes the native snapshot as its parent.
+    args = ("-r", native_repo, "--engine", "restic", "--json", "backup", str(source), "--exclude", "*.tmp")
+    via_restic = kubestash(*args)
+    assert via_restic.returncode == 0, via_restic.stderr
+    summary = json.loads(via_restic.stdout.strip().splitlines()[-1])
+    assert summary["files_unmodified"] == first["files_new"]
+
+
+def test_backup_wrong_password_is_one_line(native_repo: str, source: Path) -> None:
+    wrong = "Not-The-Password-91ab"
+    result = kubestash("-r", native_repo, "backup", str(source), env={**os.environ, "RESTIC_PASSWORD": wrong})
+    assert result.returncode == 1 and "wrong password" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert wrong not in result.stdout + result.stderr and "Traceback" not in result.stderr
+    missing = kubestash("-r", native_repo, "backup", str(source / "no-such-dir"))
+    assert missing.returncode == 1 and "no such file or directory" in missing.stderr

@@ -7,9 +7,9 @@ prefix``, the password from ``RESTIC_PASSWORD`` or ``--password-file``, ``--json
 shapes) so that anything written for ``restic`` works here, and ``--engine restic`` runs the restic binary with
 the same arguments -- the two engines can be compared on the same repository with one flag.
 
-Only the read-only subcommands exist so far (snapshots, ls, restore, check, stats); the writing ones come with
-the native engine's write path. Failures print one line (``Error: ...``) and exit 1, never a traceback and
-never the password; usage errors exit 2. ``check`` exits 1 when it finds errors.
+Subcommands: init and backup write (restic's output wording; ``backup --json`` prints restic's summary
+message); snapshots, ls, restore, check and stats only read. Failures print one line (``Error: ...``) and
+exit 1, never a traceback and never the password; usage errors exit 2. ``check`` exits 1 when it finds errors.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -26,12 +26,14 @@ from typing import Any, TypeVar
 import click
 
 from kubestash.backends.base import BackendError
+from kubestash.engine.native.backup import BackupError, BackupProgress, BackupSummary
 from kubestash.engine.native.crypto import CryptoError
 from kubestash.engine.native.files import load_json
 from kubestash.engine.native.pack import IntegrityError
 from kubestash.engine.native.repository import NativeRepository, RepositoryError, SnapshotInfo
-from kubestash.engine.native.restore import node_name, node_subtree, node_type
+from kubestash.engine.native.restore import safe_name, subtree_of
 from kubestash.engine.native.store import LocalStore, Store, StoreError, path_of
+from kubestash.engine.native.tree import Node
 
 T = TypeVar("T")
 
@@ -107,20 +109,25 @@ def read_password(opts: Options) -> str:
     return password
 
 
-def run_native(opts: Options, work: Callable[[NativeRepository], Awaitable[T]]) -> T:
-    """Open the repository and run ``work`` on it; storage and repository failures become one-line errors."""
+def run_on_store(opts: Options, work: Callable[[Store, str], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work(store, password)``; storage and repository failures become one-line errors."""
     password = read_password(opts)
     store = open_store(opts.repository)
-
-    async def main() -> T:
-        return await work(await NativeRepository.open(store, password))
-
     try:
-        return asyncio.run(main())
-    except _FAILURES as e:
+        return asyncio.run(work(store, password))
+    except (*_FAILURES, BackupError) as e:
         message = e.message if isinstance(e, BackendError) else str(e) or type(e).__name__
         message = " ".join(message.replace(password, "***").split())
         raise CliError(message) from None
+
+
+def run_native(opts: Options, work: Callable[[NativeRepository], Awaitable[T]]) -> T:
+    """Open the repository and run ``work`` on it; storage and repository failures become one-line errors."""
+
+    async def main(store: Store, password: str) -> T:
+        return await work(await NativeRepository.open(store, password))
+
+    return run_on_store(opts, main)
 
 
 def run_restic(opts: Options, args: Sequence[str]) -> None:
@@ -243,32 +250,27 @@ def go_mode_string(mode: int) -> str:
     return (flags or "-") + perms
 
 
-def _ls_node(path: str, node: dict[str, Any]) -> dict[str, Any]:
+def _ls_node(path: str, node: Node) -> dict[str, Any]:
     """restic 0.14's ``ls --json`` node line."""
-    doc: dict[str, Any] = {"name": node.get("name"), "type": node.get("type"), "path": path}
-    doc["uid"] = node.get("uid") or 0
-    doc["gid"] = node.get("gid") or 0
-    if node.get("size"):
-        doc["size"] = node["size"]
-    mode = int(node.get("mode") or 0)
-    doc.update(mode=mode, permissions=go_mode_string(mode))
-    for key in ("mtime", "atime", "ctime"):
-        doc[key] = node.get(key)
+    doc: dict[str, Any] = {"name": node.name, "type": node.type, "path": path, "uid": node.uid, "gid": node.gid}
+    if node.size:
+        doc["size"] = node.size
+    doc.update(mode=node.mode, permissions=go_mode_string(node.mode))
+    doc.update(mtime=node.mtime.to_json(), atime=node.atime.to_json(), ctime=node.ctime.to_json())
     doc["struct_type"] = "node"
     return doc
 
 
 async def walk(
     repository: NativeRepository, tree_id: str, prefix: str = "", descend: Callable[[str], bool] | None = None
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+) -> AsyncIterator[tuple[str, Node]]:
     """Every node below ``tree_id`` depth first, a directory before its contents, as (snapshot path, node);
     ``descend(path)`` decides whether to enter a directory (default: always)."""
-    tree = await repository.load_tree(tree_id)
-    for node in tree.get("nodes") or ():
-        path = f"{prefix}/{node_name(node)}"
+    for node in await repository.load_tree(tree_id):
+        path = f"{prefix}/{safe_name(node)}"
         yield path, node
-        if node_type(node) == "dir" and (descend is None or descend(path)):
-            async for item in walk(repository, node_subtree(node), path, descend):
+        if node.type == "dir" and (descend is None or descend(path)):
+            async for item in walk(repository, subtree_of(node), path, descend):
                 yield item
 
 
@@ -412,10 +414,9 @@ async def restore_size(repository: NativeRepository, snapshot: SnapshotInfo) -> 
     size = count = 0
     async for _, node in walk(repository, snapshot.tree):
         count += 1
-        inode = int(node.get("inode") or 0)
-        if inode == 0 or inode not in inodes:
-            inodes.add(inode)
-            size += int(node.get("size") or 0)
+        if node.inode == 0 or node.inode not in inodes:
+            inodes.add(node.inode)
+            size += node.size
     return size, count
 
 
@@ -444,3 +445,151 @@ def stats(opts: Options, snapshot: str | None, mode: str) -> None:
             f"Stats in {mode} mode:\nSnapshots processed:   {processed}\n   Total File Count:   {count}\n"
             f"         Total Size:   {format_bytes(size)}"
         )
+
+
+# ------------------------------------------------------------------ init
+
+_INIT_NOTE = (
+    "Please note that knowledge of your password is required to access\n"
+    "the repository. Losing your password means that your data is\n"
+    "irrecoverably lost."
+)
+
+
+@repo.command()
+@click.option(
+    "--repository-version",
+    type=click.Choice(["1", "2"]),
+    default="2",
+    show_default=True,
+    help="Repository format version (2 compresses).",
+)
+@click.pass_obj
+def init(opts: Options, repository_version: str) -> None:
+    """Create a new repository at -r, opened by the password."""
+    if opts.engine == "restic":
+        run_restic(opts, ["init", "--repository-version", repository_version])
+    from kubestash.engine.native.init import init_repository
+
+    async def work(store: Store, password: str) -> str:
+        return (await init_repository(store, password, version=int(repository_version))).config.id
+
+    repo_id = run_on_store(opts, work)
+    if opts.json:
+        emit({"message_type": "initialized", "id": repo_id, "repository": opts.repository})
+    else:
+        click.echo(f"created restic repository {repo_id[:10]} at {opts.repository}\n\n{_INIT_NOTE}")
+
+
+# ------------------------------------------------------------------ backup
+
+
+def format_duration(seconds: float) -> str:
+    """restic's ``formatDuration``: ``m:ss``, or ``h:mm:ss`` from an hour on."""
+    total = int(seconds)
+    hours, minutes, secs = total // 3600, total // 60 % 60, total % 60
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def summary_doc(summary: BackupSummary) -> dict[str, Any]:
+    """restic 0.14's ``backup --json`` summary message (its snapshot_id is the short id)."""
+    return {
+        "message_type": "summary",
+        "files_new": summary.files_new,
+        "files_changed": summary.files_changed,
+        "files_unmodified": summary.files_unmodified,
+        "dirs_new": summary.dirs_new,
+        "dirs_changed": summary.dirs_changed,
+        "dirs_unmodified": summary.dirs_unmodified,
+        "data_blobs": summary.data_blobs,
+        "tree_blobs": summary.tree_blobs,
+        "data_added": summary.data_added,
+        "total_files_processed": summary.total_files_processed,
+        "total_bytes_processed": summary.total_bytes_processed,
+        "total_duration": summary.total_duration,
+        "snapshot_id": summary.snapshot_id[:8],
+    }
+
+
+def summary_lines(summary: BackupSummary) -> list[str]:
+    """restic 0.14's closing lines of ``backup``."""
+    return [
+        "",
+        f"Files:       {summary.files_new:5d} new, {summary.files_changed:5d} changed, "
+        f"{summary.files_unmodified:5d} unmodified",
+        f"Dirs:        {summary.dirs_new:5d} new, {summary.dirs_changed:5d} changed, "
+        f"{summary.dirs_unmodified:5d} unmodified",
+        f"Added to the repository: {format_bytes(summary.data_added)} stored",
+        "",
+        f"processed {summary.total_files_processed} files, {format_bytes(summary.total_bytes_processed)} "
+        f"in {format_duration(summary.total_duration)}",
+        f"snapshot {summary.snapshot_id[:8]} saved",
+    ]
+
+
+def _tty_progress() -> Callable[[BackupProgress], None] | None:
+    """A one-line progress report on stderr, at most every 0.2 s, when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    import time
+
+    started = time.monotonic()
+    last = [0.0]
+
+    def report(p: BackupProgress) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.2:
+            return
+        last[0] = now
+        line = (
+            f"[{format_duration(now - started)}] {p.files_done} files {format_bytes(p.bytes_done)}, "
+            f"added {format_bytes(p.data_added)}"
+        )
+        sys.stderr.write(f"\r{line}\x1b[K")
+        sys.stderr.flush()
+
+    return report
+
+
+@repo.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-e", "--exclude", multiple=True, help="Leave out paths matching this pattern (repeatable).")
+@click.option("--host", help="Host name recorded in the snapshot (default: this machine's).")
+@click.option("--tag", multiple=True, help="Tag the snapshot (repeatable).")
+@click.option(
+    "--parent",
+    default="auto",
+    show_default=True,
+    help="Snapshot to compare against (id, prefix or latest); auto: the newest of this host and these paths.",
+)
+@click.pass_obj
+def backup(
+    opts: Options, paths: tuple[str, ...], exclude: tuple[str, ...], host: str | None, tag: tuple[str, ...], parent: str
+) -> None:
+    """Back up PATHS into a new snapshot."""
+    if opts.engine == "restic":
+        args = ["backup", *paths] + [a for p in exclude for a in ("--exclude", p)]
+        args += (["--host", host] if host else []) + [a for t in tag for a in ("--tag", t)]
+        args += [] if parent == "auto" else ["--parent", parent]
+        run_restic(opts, args)
+    from kubestash.engine.native.backup import backup as native_backup
+
+    progress = None if opts.json else _tty_progress()
+
+    async def work(repository: NativeRepository) -> BackupSummary:
+        return await native_backup(
+            repository, paths, excludes=exclude, host=host, tags=tag, parent=parent, on_progress=progress
+        )
+
+    summary = run_native(opts, work)
+    if progress is not None:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+    if opts.json:
+        emit(summary_doc(summary))
+    else:
+        if summary.parent:
+            click.echo(f"using parent snapshot {summary.parent[:8]}")
+        else:
+            click.echo("no parent snapshot found, will read all files")
+        click.echo("\n".join(summary_lines(summary)))
