@@ -195,6 +195,11 @@ def test_put_get_list_delete(env: Env) -> None:
 
         assert await backend.get("repo-a/repository.yaml") == b"a" * 10
         assert await backend.get("repo-b/data/0001") == b"x" * 1234
+        await backend.put("repo-b/data/0002", bytes(range(256)) * 4)
+        assert await backend.get_range("repo-b/data/0002", 250, 10) == bytes(range(250, 256)) + bytes(range(4))
+        assert await backend.get_range("repo-b/data/0002", 1020, 100) == bytes(range(252, 256)), "short at the end"
+        assert await backend.get_range("repo-b/data/0002", 0, 0) == b""
+        await backend.delete("repo-b/data/0002")
         assert await backend.exists("metadata.yaml")
         assert not await backend.exists("metadata.yml")
 

@@ -53,6 +53,11 @@ class ObjectBackend(Protocol):
         """Raises BackendError("NotFound") for a missing object."""
         ...
 
+    async def get_range(self, path: str, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer at the end of the object), in one ranged request: a
+        repository reads a blob or a pack header without downloading the whole pack."""
+        ...
+
     async def exists(self, path: str) -> bool: ...
 
     def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:

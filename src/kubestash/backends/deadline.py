@@ -36,6 +36,9 @@ class TimeLimited:
     async def get(self, path: str) -> bytes:
         return await self._limit(self._inner.get(path), "get", path)
 
+    async def get_range(self, path: str, offset: int, length: int) -> bytes:
+        return await self._limit(self._inner.get_range(path, offset, length), "get", path)
+
     async def exists(self, path: str) -> bool:
         return await self._limit(self._inner.exists(path), "head", path)
 

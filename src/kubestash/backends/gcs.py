@@ -109,6 +109,15 @@ class GcsBackend:
         key = self._keys.key(path)
         return await self._call("get", path, lambda: bytes(self._blob(key).download_as_bytes(retry=self._retry)))
 
+    async def get_range(self, path: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        key = self._keys.key(path)
+        end = offset + length - 1  # inclusive, as HTTP ranges
+        return await self._call(
+            "get", path, lambda: bytes(self._blob(key).download_as_bytes(start=offset, end=end, retry=self._retry))
+        )
+
     async def exists(self, path: str) -> bool:
         key = self._keys.key(path)
         return await self._call("head", path, lambda: bool(self._blob(key).exists(retry=self._retry)))

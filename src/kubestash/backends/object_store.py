@@ -103,6 +103,16 @@ class ObstoreBackend:
         except Exception as e:
             raise self._error(e, "get", path) from None
 
+    async def get_range(self, path: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        key = self._keys.key(path)
+        try:
+            async with self._slot():
+                return bytes(await obstore.get_range_async(self._store, key, start=offset, length=length))
+        except Exception as e:
+            raise self._error(e, "get", path) from None
+
     async def exists(self, path: str) -> bool:
         key = self._keys.key(path)
         try:

@@ -161,10 +161,7 @@ class LocalStore:
 class BackendStore:
     """A repository under ``prefix`` of an object backend.
 
-    :class:`~kubestash.backends.base.ObjectBackend` has no ranged read, so :meth:`get_range` fetches the whole
-    object and slices it. Callers therefore read each pack at most once per restore step (the restorer groups
-    a file's blobs by pack and reads one span per pack); a ranged ``get`` in the backend interface would make
-    this cheaper and is the place to optimise.
+    :meth:`get_range` is one ranged request (a blob, a tree, a pack's header), not a whole pack.
     """
 
     def __init__(self, backend: ObjectBackend, prefix: str = "") -> None:
@@ -188,8 +185,7 @@ class BackendStore:
         return await self.backend.get(self._key(path))
 
     async def get_range(self, path: str, offset: int, length: int) -> bytes:
-        data = await self.backend.get(self._key(path))
-        return data[offset : offset + length]
+        return await self.backend.get_range(self._key(path), offset, length)
 
     async def put(self, path: str, data: bytes) -> None:
         """Object stores replace an object atomically on upload; a failed upload leaves no object."""
