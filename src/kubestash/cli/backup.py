@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import httpx2 as httpx
-from lightkube import ApiError, Client, KubeConfig
+from lightkube import ApiError, AsyncClient, Client, KubeConfig
 from lightkube.codecs import from_dict
 from lightkube.config.client_adapter import Client as HttpClient
 from lightkube.config.client_adapter import ConnectionParams
@@ -91,6 +91,9 @@ class Connection:
 
     def client(self) -> Client:
         return Client(config=self.config, namespace=self.namespace, field_manager="kubestash-cli")
+
+    def async_client(self) -> AsyncClient:
+        return AsyncClient(config=self.config, namespace=self.namespace, field_manager="kubestash-cli")
 
     def http(self) -> httpx.Client:
         return HttpClient(self.config, ConnectionParams())

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
-from lightkube import AsyncClient
 
 from kubestash.api.sizes import human_size
 from kubestash.cli.backup import (
@@ -322,7 +321,7 @@ async def _download(
     engine: Engine,
     line: ProgressLine,
 ) -> list[Outcome]:
-    client = AsyncClient(config=conn.config, namespace=conn.namespace, field_manager="kubestash-cli")
+    client = conn.async_client()
     try:
         snapshot = await get_object(client, "Snapshot", name, conn.namespace)
         components = select_components(snapshot, wanted)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import click
 
+from kubestash.api.sizes import human_size
 from kubestash.backends.base import BackendError
 from kubestash.engine.native.backup import BackupError, BackupProgress, BackupSummary
 from kubestash.engine.native.crypto import CryptoError
@@ -338,7 +339,7 @@ def restore(opts: Options, snapshot: str, target: Path, include: tuple[str, ...]
         if opts.json:
             emit({"message_type": "summary", "files_restored": files, "bytes_restored": size})
         else:
-            click.echo(f"restored {files} files, {format_bytes(size)}")
+            click.echo(f"restored {files} files, {human_size(size)}")
 
     run_native(opts, work)
 
@@ -399,14 +400,6 @@ def check(opts: Options, read_data: bool) -> None:
 # ------------------------------------------------------------------ stats
 
 
-def format_bytes(size: int) -> str:
-    """restic's ``ui.FormatBytes``."""
-    for shift, unit in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
-        if size >= 1 << shift:
-            return f"{size / (1 << shift):.3f} {unit}"
-    return f"{size} B"
-
-
 async def restore_size(repository: NativeRepository, snapshot: SnapshotInfo) -> tuple[int, int]:
     """(total size, file count) in restic's ``restore-size`` mode: every node counts as a file; file sizes
     count once per inode within a snapshot (hard links restore once)."""
@@ -443,7 +436,7 @@ def stats(opts: Options, snapshot: str | None, mode: str) -> None:
     else:
         click.echo(
             f"Stats in {mode} mode:\nSnapshots processed:   {processed}\n   Total File Count:   {count}\n"
-            f"         Total Size:   {format_bytes(size)}"
+            f"         Total Size:   {human_size(size)}"
         )
 
 
@@ -519,9 +512,9 @@ def summary_lines(summary: BackupSummary) -> list[str]:
         f"{summary.files_unmodified:5d} unmodified",
         f"Dirs:        {summary.dirs_new:5d} new, {summary.dirs_changed:5d} changed, "
         f"{summary.dirs_unmodified:5d} unmodified",
-        f"Added to the repository: {format_bytes(summary.data_added)} stored",
+        f"Added to the repository: {human_size(summary.data_added)} stored",
         "",
-        f"processed {summary.total_files_processed} files, {format_bytes(summary.total_bytes_processed)} "
+        f"processed {summary.total_files_processed} files, {human_size(summary.total_bytes_processed)} "
         f"in {format_duration(summary.total_duration)}",
         f"snapshot {summary.snapshot_id[:8]} saved",
     ]
@@ -542,8 +535,8 @@ def _tty_progress() -> Callable[[BackupProgress], None] | None:
             return
         last[0] = now
         line = (
-            f"[{format_duration(now - started)}] {p.files_done} files {format_bytes(p.bytes_done)}, "
-            f"added {format_bytes(p.data_added)}"
+            f"[{format_duration(now - started)}] {p.files_done} files {human_size(p.bytes_done)}, "
+            f"added {human_size(p.data_added)}"
         )
         sys.stderr.write(f"\r{line}\x1b[K")
         sys.stderr.flush()

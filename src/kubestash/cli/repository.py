@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from lightkube import AsyncClient
 
 from kubestash.cli.backup import CliError, Connection, UsageFailure, api_errors, connect, connection_options
 from kubestash.engine.base import Engine, EngineError, KeyInfo, RepositoryTarget
@@ -103,7 +102,7 @@ def run(
 async def _run(
     conn: Connection, name: str, plan: Callable[[RepositoryAccess], list[tuple[str, Operation]]], engine: Engine
 ) -> tuple[RepositoryAccess, list[Line]]:
-    client = AsyncClient(config=conn.config, namespace=conn.namespace, field_manager="kubestash-cli")
+    client = conn.async_client()
     try:
         access = await open_repository(client, conn.namespace, name)
     except AccessError as exc:

@@ -26,7 +26,7 @@ from lightkube import ApiError, AsyncClient
 from kubestash.api import conditions as cond
 from kubestash.api.backup import BackupConfiguration, BackupSession, Session
 from kubestash.api.conditions import parse_time, rfc3339
-from kubestash.api.durations import format_go_duration, parse_go_duration
+from kubestash.api.durations import parse_go_duration
 from kubestash.api.naming import snapshot_name
 from kubestash.api.phases import backup_session_phase
 from kubestash.api.retention import SnapshotRecord, apply_retention_policy
@@ -34,6 +34,7 @@ from kubestash.api.sessions import MANAGED_BY_LABELS, backup_session_manifest
 from kubestash.api.storage import RetentionPolicy
 from kubestash.controllers.backupconfiguration import utcnow
 from kubestash.controllers.common import (
+    close_session,
     create,
     get_or_none,
     has_condition,
@@ -384,15 +385,7 @@ class BackupSessionReconciler:
         return None
 
     async def _finish(self, data: dict[str, Any], status: dict[str, Any], now: datetime) -> None:
-        set_condition(
-            status["conditions"],
-            cond.METRICS_PUSHED,
-            "True",
-            cond.REASON_SUCCESSFULLY_PUSHED_METRICS,
-            "Session metrics are in status (no Prometheus Pushgateway is configured)",
-        )
-        created = parse_time(data["metadata"].get("creationTimestamp")) or now
-        status["duration"] = format_go_duration(now - created)
+        close_session(status, data["metadata"], now)
         status["phase"] = backup_session_phase(BackupSession.model_validate({**data, "status": status}))
         retry_left = int((data.get("spec") or {}).get("retryLeft") or 0)
         if status["phase"] == "Failed" and retry_left > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -12,6 +13,7 @@ from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from kubestash.api import conditions as cond
+from kubestash.api.durations import format_go_duration
 from kubestash.controllers.kinds import by_kind
 from kubestash.runtime.events import EventKind, EventRecorder
 
@@ -32,6 +34,20 @@ def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, rea
     conditions.append(
         {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": now}
     )
+
+
+def close_session(status: dict[str, Any], metadata: Mapping[str, Any], now: datetime) -> None:
+    """The last step of a backup or restore session: ``MetricsPushed`` (which KubeStash's phase rules wait
+    for) and ``duration`` since the session's creation."""
+    set_condition(
+        status["conditions"],
+        cond.METRICS_PUSHED,
+        "True",
+        cond.REASON_SUCCESSFULLY_PUSHED_METRICS,
+        "Session metrics are in status (no Prometheus Pushgateway is configured)",
+    )
+    created = cond.parse_time(metadata.get("creationTimestamp")) or now
+    status["duration"] = format_go_duration(now - created)
 
 
 def has_condition(conditions: list[dict[str, Any]], type_: str, status: str | None = None) -> bool:

@@ -29,7 +29,7 @@ from lightkube.resources.core_v1 import PersistentVolumeClaim
 from kubestash.api import conditions as cond
 from kubestash.api.conditions import parse_time, rfc3339
 from kubestash.api.datasource import Candidate, NoSnapshot, choose_snapshot
-from kubestash.api.durations import format_go_duration, parse_go_duration
+from kubestash.api.durations import parse_go_duration
 from kubestash.api.phases import restore_session_phase
 from kubestash.api.restore import RestoreSession
 from kubestash.api.sessions import MANAGED_BY_LABELS
@@ -37,6 +37,7 @@ from kubestash.api.shared import TypedObjectReference
 from kubestash.controllers.backupconfiguration import utcnow
 from kubestash.controllers.common import (
     FINALIZER,
+    close_session,
     ensure_finalizer,
     get_or_none,
     has_condition,
@@ -356,15 +357,7 @@ class RestoreSessionReconciler:
     async def _finish(self, data: dict[str, Any], status: dict[str, Any], now: datetime) -> None:
         meta = data["metadata"]
         await self._resume_backups(meta["namespace"], status)
-        set_condition(
-            status["conditions"],
-            cond.METRICS_PUSHED,
-            "True",
-            cond.REASON_SUCCESSFULLY_PUSHED_METRICS,
-            "Session metrics are in status (no Prometheus Pushgateway is configured)",
-        )
-        created = parse_time(meta.get("creationTimestamp")) or now
-        status["duration"] = format_go_duration(now - created)
+        close_session(status, meta, now)
         status["phase"] = restore_session_phase(RestoreSession.model_validate({**data, "status": status}))
         await patch_status(self.client, "RestoreSession", meta["name"], meta["namespace"], status)
         ok = status["phase"] == "Succeeded"

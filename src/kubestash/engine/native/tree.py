@@ -19,7 +19,7 @@ A tree blob's id is the SHA-256 of its bytes, so an unchanged directory only ded
 - A node's *name* is first passed through Go's ``strconv.Quote`` (restic's ``Node.MarshalJSON``; the
   quotes are stripped, ``UnmarshalJSON`` unquotes): ``"`` and ``\\`` get a backslash, non-printable
   characters become ``\\a \\b \\f \\n \\r \\t \\v``, ``\\xNN`` (other ASCII controls and every byte that is
-  not UTF-8 - this is how restic keeps such names lossless), ``\\uXXXX`` or ``\\UXXXXXXXX`` (other
+  not UTF-8 - this is how restic keeps such names lossless), ``\\u`` + 4 or ``\\U`` + 8 hex digits (other
   non-printable runes, e.g. U+00A0, U+00AD). "Printable" is Go's ``unicode.IsPrint``: categories L, M, N,
   P, S and the ASCII space; go1.19 has Unicode 13 tables, Python 3.11 Unicode 14, so a name using a
   character first assigned in Unicode 14 would be quoted differently (not seen in practice). So a file
