@@ -43,7 +43,7 @@ from kubestash.cli.backup import (
     format_seconds,
 )
 from kubestash.engine.base import Engine, EngineError, Progress, ProgressCallback
-from kubestash.engine.restic import ResticEngine
+from kubestash.engine.select import configured_engine
 from kubestash.tasks.access import AccessError, RepositoryAccess, get_object, open_repository
 from kubestash.tasks.placement import restore_into, scope_patterns
 
@@ -395,6 +395,6 @@ def download(
         raise UsageFailure(f"--destination {dest} is not a directory")
     line = ProgressLine(sys.stderr)
     with api_errors():
-        outcomes = asyncio.run(_download(conn, snapshot, dest, wanted, include, exclude, ResticEngine(), line))
+        outcomes = asyncio.run(_download(conn, snapshot, dest, wanted, include, exclude, configured_engine(), line))
     if any(not o.ok for o in outcomes):
         raise click.exceptions.Exit(1)

@@ -7,9 +7,11 @@ prefix``, the password from ``RESTIC_PASSWORD`` or ``--password-file``, ``--json
 shapes) so that anything written for ``restic`` works here, and ``--engine restic`` runs the restic binary with
 the same arguments -- the two engines can be compared on the same repository with one flag.
 
-Subcommands: init and backup write (restic's output wording; ``backup --json`` prints restic's summary
-message); snapshots, ls, restore, check and stats only read. Failures print one line (``Error: ...``) and
-exit 1, never a traceback and never the password; usage errors exit 2. ``check`` exits 1 when it finds errors.
+Subcommands: init, backup, forget, prune, unlock and key write (restic's output wording; ``backup --json``
+prints restic's summary message); snapshots, ls, restore, check and stats only read. Each takes the lock restic
+0.14's command takes (shared for backup/restore/key list/add, exclusive for check/forget/prune/key remove/
+passwd). Failures print one line (``Error: ...``) and exit 1, never a traceback and never the password; usage
+errors exit 2. ``check`` exits 1 when it finds errors.
 """
 
 from __future__ import annotations
@@ -30,15 +32,15 @@ from kubestash.backends.base import BackendError
 from kubestash.engine.native.backup import BackupError, BackupProgress, BackupSummary
 from kubestash.engine.native.crypto import CryptoError
 from kubestash.engine.native.files import load_json
+from kubestash.engine.native.lock import locked
 from kubestash.engine.native.pack import IntegrityError
 from kubestash.engine.native.repository import NativeRepository, RepositoryError, SnapshotInfo
 from kubestash.engine.native.restore import safe_name, subtree_of
-from kubestash.engine.native.store import LocalStore, Store, StoreError, path_of
+from kubestash.engine.native.store import Store, StoreError, path_of, store_from_url
 from kubestash.engine.native.tree import Node
 
 T = TypeVar("T")
 
-_UNSUPPORTED = ("gs:", "azure:", "b2:", "swift:", "sftp:", "rest:", "rclone:")
 _FAILURES = (RepositoryError, IntegrityError, StoreError, BackendError, CryptoError, OSError, ValueError)
 
 
@@ -57,43 +59,12 @@ class Options:
 # ------------------------------------------------------------------ repository location and password
 
 
-def parse_s3(spec: str) -> tuple[str, str, str]:
-    """(endpoint URL, bucket, prefix) from restic's ``s3:[http(s)://]host[:port]/bucket[/prefix]``."""
-    rest = spec[len("s3:") :]
-    scheme = "https"
-    for candidate in ("http://", "https://"):
-        if rest.startswith(candidate):
-            scheme, rest = candidate[:-3], rest[len(candidate) :]
-            break
-    else:
-        rest = rest.removeprefix("//")
-    parts = [p for p in rest.split("/") if p]
-    if len(parts) < 2:
-        raise click.BadParameter(
-            "an s3 repository is s3:http(s)://host[:port]/bucket[/prefix]", param_hint="'-r' / '--repo'"
-        )
-    return f"{scheme}://{parts[0]}", parts[1], "/".join(parts[2:])
-
-
 def open_store(spec: str) -> Store:
-    """The native store for ``-r``: a local directory, or an S3 bucket prefix through kubestash.backends."""
-    if spec.startswith("s3:"):
-        endpoint, bucket, prefix = parse_s3(spec)
-        # Imported here: the models and obstore are only needed for remote repositories.
-        from kubestash.api.storage import Backend
-        from kubestash.backends.factory import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, open_backend
-        from kubestash.engine.native.store import BackendStore
-
-        secret = {k: os.environ[k].encode() for k in (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) if os.environ.get(k)}
-        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
-        storage = Backend.model_validate(
-            {"provider": "s3", "s3": {"endpoint": endpoint, "bucket": bucket, "region": region}}
-        )
-        return BackendStore(open_backend(storage, secret or None), prefix)
-    scheme = next((s for s in _UNSUPPORTED if spec.startswith(s)), None)
-    if scheme is not None:
-        raise CliError(f"{scheme[:-1]} repositories are not supported yet by the native engine; use --engine restic")
-    return LocalStore(Path(spec.removeprefix("local:")))
+    """The native store for ``-r``: a local directory, or an S3 bucket prefix (``AWS_*`` from the environment)."""
+    try:
+        return store_from_url(spec, os.environ)
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def read_password(opts: Options) -> str:
@@ -122,11 +93,16 @@ def run_on_store(opts: Options, work: Callable[[Store, str], Coroutine[Any, Any,
         raise CliError(message) from None
 
 
-def run_native(opts: Options, work: Callable[[NativeRepository], Awaitable[T]]) -> T:
-    """Open the repository and run ``work`` on it; storage and repository failures become one-line errors."""
+def run_native(opts: Options, work: Callable[[NativeRepository], Awaitable[T]], *, lock: bool | None = None) -> T:
+    """Open the repository and run ``work`` on it, holding a lock as restic 0.14's command would (``lock``:
+    True exclusive, False shared, None none); failures become one-line errors."""
 
     async def main(store: Store, password: str) -> T:
-        return await work(await NativeRepository.open(store, password))
+        repository = await NativeRepository.open(store, password)
+        if lock is None:
+            return await work(repository)
+        async with locked(repository, exclusive=lock):
+            return await work(repository)
 
     return run_on_store(opts, main)
 
@@ -341,7 +317,7 @@ def restore(opts: Options, snapshot: str, target: Path, include: tuple[str, ...]
         else:
             click.echo(f"restored {files} files, {human_size(size)}")
 
-    run_native(opts, work)
+    run_native(opts, work, lock=False)
 
 
 # ------------------------------------------------------------------ check
@@ -365,7 +341,7 @@ def check(opts: Options, read_data: bool) -> None:
     async def work(repository: NativeRepository) -> CheckReport:
         return await native_check(repository, read_data=read_data)
 
-    report = run_native(opts, work)
+    report = run_native(opts, work, lock=True)
     if opts.json:
         emit(
             {
@@ -395,6 +371,138 @@ def check(opts: Options, read_data: bool) -> None:
             click.echo("no errors were found")
     if not report.ok:
         raise CliError(f"repository contains errors ({len(report.errors)})")
+
+
+# ------------------------------------------------------------------ unlock
+
+
+@repo.command()
+@click.option("--remove-all", is_flag=True, help="Remove all locks, even non-stale ones.")
+@click.pass_obj
+def unlock(opts: Options, remove_all: bool) -> None:
+    """Remove stale locks (older than 30 minutes, or of a process gone from this host) left by crashed runs."""
+    if opts.engine == "restic":
+        run_restic(opts, ["unlock", *(["--remove-all"] if remove_all else [])])
+    from kubestash.engine.native.lock import remove_locks
+
+    async def work(repository: NativeRepository) -> int:
+        return await remove_locks(repository, all=remove_all)
+
+    run_native(opts, work)
+    click.echo("successfully removed locks")
+
+
+# ------------------------------------------------------------------ key
+
+
+def _new_password(path: Path | None) -> str:
+    """restic's ``--new-password-file`` (whitespace trimmed); there is no interactive prompt here."""
+    if path is None:
+        raise CliError("--new-password-file is required (the new password is never prompted for)")
+    try:
+        password = path.read_text().strip()
+    except OSError as e:
+        raise CliError(f"cannot read the new password file {path}: {e.strerror or e}") from None
+    if not password:
+        raise CliError("an empty password is not allowed")
+    return password
+
+
+_NEW_PASSWORD_FILE = click.option(
+    "--new-password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File from which to read the new password.",
+)
+
+
+@repo.group()
+def key() -> None:
+    """Manage keys (passwords) for accessing the repository."""
+
+
+@key.command("list")
+@click.pass_obj
+def key_list(opts: Options) -> None:
+    """List the key files; * marks the one the password opened."""
+    if opts.engine == "restic":
+        run_restic(opts, ["key", "list"])
+    from kubestash.engine.native.keys import list_keys
+
+    found = run_native(opts, list_keys, lock=False)
+    created = [k.created.astimezone().strftime("%Y-%m-%d %H:%M:%S") if k.created else "" for k in found]
+    if opts.json:  # restic's field names, short ids and local "created" time
+        emit(
+            [
+                {"current": k.current, "id": k.id[:8], "userName": k.username, "hostName": k.hostname, "created": c}
+                for k, c in zip(found, created, strict=True)
+            ]
+        )
+        return
+    table = [(" ID", "User", "Host", "Created")]
+    table += [
+        (f"{'*' if k.current else ' '}{k.id[:8]}", k.username, k.hostname, c)
+        for k, c in zip(found, created, strict=True)
+    ]
+    widths = [max(len(r[c]) for r in table) + 2 for c in range(3)]
+    lines = ["".join(r[c].ljust(widths[c]) for c in range(3)) + r[3] for r in table]
+    rule = "-" * max(len(line) for line in lines)
+    click.echo("\n".join([lines[0], rule, *lines[1:], rule]))
+
+
+@key.command("add")
+@_NEW_PASSWORD_FILE
+@click.option("--user", default="", help="The username for the new key (default: this user).")
+@click.option("--host", default="", help="The hostname for the new key (default: this host).")
+@click.pass_obj
+def key_add(opts: Options, new_password_file: Path | None, user: str, host: str) -> None:
+    """Add a key file: a new password that opens the repository."""
+    if opts.engine == "restic":
+        args = ["key", "add"] + (["--new-password-file", str(new_password_file)] if new_password_file else [])
+        run_restic(opts, args + (["--user", user] if user else []) + (["--host", host] if host else []))
+    from kubestash.engine.native.keys import add_key
+
+    password = _new_password(new_password_file)
+
+    async def work(repository: NativeRepository) -> str:
+        return await add_key(repository, password, user=user, host=host)
+
+    new_id = run_native(opts, work, lock=False)
+    click.echo(f"saved new key as {new_id}")
+
+
+@key.command("remove")
+@click.argument("key_id", metavar="ID")
+@click.pass_obj
+def key_remove(opts: Options, key_id: str) -> None:
+    """Remove the key file ID (full id or unique prefix); not the one the password opened."""
+    if opts.engine == "restic":
+        run_restic(opts, ["key", "remove", key_id])
+    from kubestash.engine.native.keys import remove_key
+
+    async def work(repository: NativeRepository) -> None:
+        await remove_key(repository, key_id)
+
+    run_native(opts, work, lock=True)
+    click.echo(f"removed key {key_id}")
+
+
+@key.command("passwd")
+@_NEW_PASSWORD_FILE
+@click.pass_obj
+def key_passwd(opts: Options, new_password_file: Path | None) -> None:
+    """Change the password: add a key for the new password, then remove the current one."""
+    if opts.engine == "restic":
+        new_file = ["--new-password-file", str(new_password_file)] if new_password_file else []
+        run_restic(opts, ["key", "passwd", *new_file])
+    from kubestash.engine.native.keys import change_password
+
+    password = _new_password(new_password_file)
+
+    async def work(repository: NativeRepository) -> str:
+        return await change_password(repository, password)
+
+    new_id = run_native(opts, work, lock=True)
+    click.echo(f"saved new key as {new_id}")
 
 
 # ------------------------------------------------------------------ stats
@@ -574,7 +682,7 @@ def backup(
             repository, paths, excludes=exclude, host=host, tags=tag, parent=parent, on_progress=progress
         )
 
-    summary = run_native(opts, work)
+    summary = run_native(opts, work, lock=False)
     if progress is not None:
         sys.stderr.write("\r\x1b[K")
         sys.stderr.flush()
@@ -586,3 +694,217 @@ def backup(
         else:
             click.echo("no parent snapshot found, will read all files")
         click.echo("\n".join(summary_lines(summary)))
+
+
+# ------------------------------------------------------------------ forget and prune
+
+_KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+_RULE_WORDS = {"last": "latest"}
+
+
+def parse_max_unused(text: str) -> float:
+    """restic's ``--max-unused`` as a fraction: ``5%``, ``0`` or ``unlimited`` (absolute sizes: use restic)."""
+    from kubestash.engine.native.prune import UNLIMITED
+
+    value = text.strip()
+    if value == "unlimited":
+        return UNLIMITED
+    try:
+        number = float(value.removesuffix("%"))
+    except ValueError:
+        number = -1.0
+    if not (value.endswith("%") or value == "0") or not 0 <= number <= 100:
+        raise click.BadParameter(
+            f"{text!r}: give a percentage (5%), 0 or unlimited; absolute sizes need --engine restic",
+            param_hint="'--max-unused'",
+        )
+    return UNLIMITED if number >= 100 else number / 100
+
+
+async def _run_prune(
+    repository: NativeRepository, max_unused: float, dry_run: bool, ignore: Sequence[str], say: Callable[[str], None]
+) -> None:
+    """The native prune; its restic 0.14-style lines (phases, plan summary) go to ``say`` as they happen."""
+    from kubestash.engine.native.prune import prune as native_prune
+
+    await native_prune(repository, max_unused=max_unused, dry_run=dry_run, on_progress=say, ignore_snapshots=ignore)
+
+
+def _forget_table(title: str, found: list[SnapshotInfo], reasons: dict[str, list[str]] | None) -> list[str]:
+    """restic's keep/remove table (oldest first; with a Reasons column for kept snapshots)."""
+    header = ["ID", "Time", "Host", "Tags", *(["Reasons"] if reasons is not None else []), "Paths"]
+    rows = [header]
+    for s in sorted(found, key=lambda s: (s.time, s.id)):
+        why = reasons.get(s.id, []) if reasons is not None else []
+        for i in range(max(len(s.paths), len(s.tags), len(why), 1)):
+            first = i == 0
+            row = [
+                s.short_id if first else "",
+                s.time.astimezone().strftime("%Y-%m-%d %H:%M:%S") if first else "",
+                s.hostname if first else "",
+                s.tags[i] if i < len(s.tags) else "",
+            ]
+            if reasons is not None:
+                row.append(why[i] if i < len(why) else "")
+            rows.append([*row, s.paths[i] if i < len(s.paths) else ""])
+    widths = [max(len(r[c]) for r in rows) + 2 for c in range(len(header) - 1)]
+    lines = [("".join(r[c].ljust(widths[c]) for c in range(len(widths))) + r[-1]).rstrip() for r in rows]
+    rule = "-" * max(len(line) for line in lines)
+    return [f"{title} {len(found)} snapshots:", lines[0], rule, *lines[1:], rule, f"{len(found)} snapshots", ""]
+
+
+def _restic_reasons(reasons: tuple[str, ...]) -> list[str]:
+    """``kept: daily 2026-01-02`` → restic's ``daily snapshot``."""
+    return [f"{r.split()[1]} snapshot" for r in reasons if r.startswith("kept: ") and r.split()[1] in _KEEP_RULES]
+
+
+@repo.command()
+@click.argument("snapshot_ids", nargs=-1)
+@click.option("--keep-last", type=click.IntRange(min=0), default=0, help="Keep the last N snapshots.")
+@click.option("--keep-hourly", type=click.IntRange(min=0), default=0, help="Keep the last N hourly snapshots.")
+@click.option("--keep-daily", type=click.IntRange(min=0), default=0, help="Keep the last N daily snapshots.")
+@click.option("--keep-weekly", type=click.IntRange(min=0), default=0, help="Keep the last N weekly snapshots.")
+@click.option("--keep-monthly", type=click.IntRange(min=0), default=0, help="Keep the last N monthly snapshots.")
+@click.option("--keep-yearly", type=click.IntRange(min=0), default=0, help="Keep the last N yearly snapshots.")
+@click.option("--host", help="Only consider snapshots of this host.")
+@click.option("--path", "paths", multiple=True, help="Only consider snapshots holding this path (repeatable).")
+@click.option("--prune", "then_prune", is_flag=True, help="Run prune afterwards if snapshots were removed.")
+@click.option("-n", "--dry-run", is_flag=True, help="Only show what would be removed.")
+@click.option("--max-unused", default="5%", show_default=True, help="With --prune: tolerated unused data.")
+@click.pass_obj
+def forget(
+    opts: Options,
+    snapshot_ids: tuple[str, ...],
+    keep_last: int,
+    keep_hourly: int,
+    keep_daily: int,
+    keep_weekly: int,
+    keep_monthly: int,
+    keep_yearly: int,
+    host: str | None,
+    paths: tuple[str, ...],
+    then_prune: bool,
+    dry_run: bool,
+    max_unused: str,
+) -> None:
+    """Remove the snapshots SNAPSHOT_IDS, or those a --keep-* policy does not keep (grouped by host and paths).
+
+    Only snapshot files go; --prune then removes the data no remaining snapshot uses. Hold the repository
+    exclusively (no backup running) while forgetting with --prune.
+    """
+    keeps = (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
+    counts = dict(zip(_KEEP_RULES, keeps, strict=True))
+    fraction = parse_max_unused(max_unused)
+    if snapshot_ids and (any(counts.values()) or host or paths):
+        raise click.UsageError("give either snapshot IDs or a --keep-* policy (with --host/--path), not both")
+    if opts.engine == "restic":
+        args = ["forget", *snapshot_ids]
+        args += [a for rule, n in counts.items() if n for a in (f"--keep-{rule}", str(n))]
+        args += (["--host", host] if host else []) + [a for p in paths for a in ("--path", p)]
+        args += (["--prune", "--max-unused", max_unused] if then_prune else []) + (["--dry-run"] if dry_run else [])
+        run_restic(opts, args)
+    from datetime import UTC, datetime
+
+    from kubestash.api.storage import RetentionPolicySpec, SuccessfulSnapshotsKeepPolicy
+    from kubestash.engine.native.prune import plan_forget, resolve_snapshots
+    from kubestash.engine.native.store import writable
+
+    # With --json, stdout carries only restic's forget JSON; prune's progress goes to stderr.
+    def say(line: str) -> None:
+        click.echo(line, err=opts.json)
+
+    async def work(repository: NativeRepository) -> None:
+        out = writable(repository.store)
+        snapshots = await repository.snapshots()
+        if snapshot_ids:
+            removed = resolve_snapshots(snapshots, snapshot_ids)
+            for s in removed:
+                if not dry_run:
+                    await out.delete(path_of("snapshots", s.id))
+                say(f"{'would have removed' if dry_run else 'removed'} snapshot {s.short_id}")
+        elif not any(counts.values()):
+            say("no policy was specified, no snapshots will be removed")
+            removed = []
+        else:
+            policy = RetentionPolicySpec(
+                successful_snapshots=SuccessfulSnapshotsKeepPolicy(**{r: n or None for r, n in counts.items()})
+            )
+            groups = plan_forget(snapshots, policy, now=datetime.now(UTC), host=host, paths=paths or None)
+            if opts.json:
+                emit(
+                    [
+                        await _forget_group_doc(repository, (g.host, g.paths), (g.keep, g.remove), g.reasons, counts)
+                        for g in groups
+                    ]
+                )
+            else:
+                rules = [f"{n} {_RULE_WORDS.get(r, r)}" for r, n in counts.items() if n]
+                click.echo(f"Applying Policy: keep {', '.join(rules)} snapshots")
+                for g in groups:
+                    reasons = {i: _restic_reasons(r) for i, r in g.reasons.items()}
+                    click.echo("\n".join(_forget_table("keep", g.keep, reasons)))
+                    if g.remove:
+                        click.echo("\n".join(_forget_table("remove", g.remove, None)))
+            removed = [s for g in groups for s in g.remove]
+            if dry_run and removed and not opts.json:
+                click.echo("Would have removed the following snapshots:")
+                oldest_first = sorted(removed, key=lambda s: (s.time, s.id))
+                click.echo("{" + " ".join(s.short_id for s in oldest_first) + "}\n")
+            if not dry_run:
+                for s in removed:
+                    await out.delete(path_of("snapshots", s.id))
+        if then_prune and removed:
+            say(f"{len(removed)} snapshots have been removed, running prune")
+            await _run_prune(repository, fraction, dry_run, [s.id for s in removed], say)
+
+    run_native(opts, work, lock=None if dry_run else True)
+
+
+async def _forget_group_doc(
+    repository: NativeRepository,
+    key: tuple[str, tuple[str, ...]],
+    decided: tuple[list[SnapshotInfo], list[SnapshotInfo]],
+    why: dict[str, tuple[str, ...]],
+    counts: dict[str, int],
+) -> dict[str, Any]:
+    """restic 0.14's ``forget --json`` entry for one group (host, paths): keep, remove (newest first) and the
+    reasons with the rule counters left after each kept snapshot."""
+    keep = [await _snapshot_doc(repository, s) for s in decided[0]]
+    remove = [await _snapshot_doc(repository, s) for s in decided[1]]
+    remaining = {r: n for r, n in counts.items() if n}
+    reasons = []
+    for s, doc in zip(decided[0], keep, strict=True):
+        matches = _restic_reasons(why[s.id])
+        for match in matches:
+            rule = match.split()[0]
+            remaining[rule] -= 1
+        stored = {k: v for k, v in doc.items() if k not in ("id", "short_id")}
+        counters = {r: n for r, n in remaining.items() if n > 0}
+        reasons.append({"snapshot": stored, "matches": matches, "counters": counters})
+    return {
+        "tags": None,
+        "host": key[0],
+        "paths": list(key[1]),
+        "keep": keep or None,
+        "remove": remove or None,
+        "reasons": reasons or None,
+    }
+
+
+@repo.command()
+@click.option("--max-unused", default="5%", show_default=True, help="Tolerated unused data: N%, 0 or unlimited.")
+@click.option("-n", "--dry-run", is_flag=True, help="Only show what would be removed and repacked.")
+@click.pass_obj
+def prune(opts: Options, max_unused: str, dry_run: bool) -> None:
+    """Remove data no snapshot uses: delete unused packs, repack partly used ones (restic 0.14's algorithm).
+
+    Holds an exclusive lock: it waits for no backup, it fails while one runs.
+    """
+    fraction = parse_max_unused(max_unused)
+    if opts.engine == "restic":
+        run_restic(opts, ["prune", "--max-unused", max_unused, *(["--dry-run"] if dry_run else [])])
+
+    async def work(repository: NativeRepository) -> None:
+        await _run_prune(repository, fraction, dry_run, (), click.echo)
+
+    run_native(opts, work, lock=None if dry_run else True)

@@ -23,7 +23,7 @@ import click
 
 from kubestash.cli.backup import CliError, Connection, UsageFailure, api_errors, connect, connection_options
 from kubestash.engine.base import Engine, EngineError, KeyInfo, RepositoryTarget
-from kubestash.engine.restic import ResticEngine
+from kubestash.engine.select import configured_engine
 from kubestash.tasks.access import AccessError, RepositoryAccess, open_repository
 
 PARALLEL = 4
@@ -90,7 +90,7 @@ def run(
     order whatever order the paths finish in.
     """
     with api_errors():
-        access, lines = asyncio.run(_run(conn, name, plan, engine or ResticEngine()))
+        access, lines = asyncio.run(_run(conn, name, plan, engine or configured_engine()))
     for line in lines:
         if line.ok:
             click.echo(line.text)

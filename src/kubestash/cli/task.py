@@ -29,11 +29,11 @@ def task() -> None:
 @click.option("--component", required=True)
 def backup(kubeconfig: Path | None, namespace: str, snapshot: str, component: str) -> None:
     """Back up one component of a Snapshot; exit 0 only when it Succeeded."""
-    from kubestash.engine.restic import ResticEngine
+    from kubestash.engine.select import configured_engine
     from kubestash.tasks.backup import run_backup
 
     _logging()
-    sys.exit(_run(kubeconfig, lambda client: run_backup(client, ResticEngine(), namespace, snapshot, component)))
+    sys.exit(_run(kubeconfig, lambda client: run_backup(client, configured_engine(), namespace, snapshot, component)))
 
 
 @task.command("restore")
@@ -47,7 +47,7 @@ def restore(
     kubeconfig: Path | None, namespace: str, restoresession: str, snapshot: str, snapshot_namespace: str, component: str
 ) -> None:
     """Restore one component of a Snapshot into a RestoreSession's target; exit 0 only when it Succeeded."""
-    from kubestash.engine.restic import ResticEngine
+    from kubestash.engine.select import configured_engine
     from kubestash.tasks.restore import run_restore
 
     _logging()
@@ -55,7 +55,7 @@ def restore(
         _run(
             kubeconfig,
             lambda client: run_restore(
-                client, ResticEngine(), namespace, restoresession, snapshot, snapshot_namespace, component
+                client, configured_engine(), namespace, restoresession, snapshot, snapshot_namespace, component
             ),
         )
     )

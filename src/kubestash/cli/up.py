@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
+
+from kubestash.engine.select import DEFAULT_ENGINE, ENGINE_ENV, ENGINE_NAMES
 
 DEFAULT_DATA_DIR = Path.home() / ".kubestash"
 
@@ -28,6 +31,22 @@ def _options(fn: click.decorators.FC) -> click.decorators.FC:
         help="Where objects, TLS material and the kubeconfig are kept.",
     )(fn)
     return fn
+
+
+def _engine_option(fn: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--engine",
+        type=click.Choice(ENGINE_NAMES),
+        envvar=ENGINE_ENV,
+        default=DEFAULT_ENGINE,
+        show_default=True,
+        help=f"What moves the data: the restic binary or the built-in native engine (env {ENGINE_ENV}).",
+    )(fn)
+
+
+def _use_engine(engine: str) -> None:
+    """The operator and every task process it starts (they inherit the environment) use ``engine``."""
+    os.environ[ENGINE_ENV] = engine
 
 
 def _log_to_stderr() -> None:
@@ -63,8 +82,10 @@ def _serve(
 
 @click.command()
 @_options
-def up(data_dir: Path, port: int, host: str, insecure_http: bool, watch_history: int) -> None:
+@_engine_option
+def up(data_dir: Path, port: int, host: str, insecure_http: bool, watch_history: int, engine: str) -> None:
     """Run KubeStash on this machine: the bundled API server and the controllers."""
+    _use_engine(engine)
     _serve(data_dir, port, host, insecure_http, watch_history, with_controllers=True)
 
 
@@ -89,8 +110,10 @@ def apiserver(
     default=None,
     help="Kubeconfig of the API server to manage (default: $KUBECONFIG or ~/.kube/config).",
 )
-def operator(kubeconfig: Path | None) -> None:
+@_engine_option
+def operator(kubeconfig: Path | None, engine: str) -> None:
     """Run the KubeStash controllers against any Kubernetes API server."""
+    _use_engine(engine)
     import asyncio
     import contextlib
 

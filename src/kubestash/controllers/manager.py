@@ -77,7 +77,7 @@ class Operator:
         ``clock`` drives schedules (tests move time); ``install_addons`` applies the built-in Addon catalog;
         ``prewarm`` starts the executor's task processes at once (the long-running commands do; tests do not);
         ``volume_root`` turns on embedded mode's provisioner for unbound claims (:mod:`.provisioner`)."""
-        from kubestash.engine.restic import ResticEngine
+        from kubestash.engine.select import configured_engine
 
         self.client = client
         self.install_addons = install_addons
@@ -149,7 +149,7 @@ class Operator:
         self.snapshot_controller = Controller(
             "snapshot",
             SnapshotReconciler(
-                client, self.snapshots, self.repositories, repository_reconciler, engine or ResticEngine(), clock
+                client, self.snapshots, self.repositories, repository_reconciler, engine or configured_engine(), clock
             ),
             workers=workers,
         )

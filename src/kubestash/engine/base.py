@@ -1,8 +1,9 @@
 """The engine interface: what the task runner needs from a restic-format repository.
 
-Two implementations share it: the ``restic`` CLI (:mod:`kubestash.engine.restic`) and, later, the native
-Python engine. Everything crossing this boundary is a frozen dataclass; credentials travel only inside
-:class:`RepositoryTarget` and never appear in an :class:`EngineError` message.
+Two implementations share it: the ``restic`` CLI (:mod:`kubestash.engine.restic`) and the native Python
+engine (:mod:`kubestash.engine.native.engine`); :mod:`kubestash.engine.select` picks one. Everything
+crossing this boundary is a frozen dataclass; credentials travel only inside :class:`RepositoryTarget` and
+never appear in an :class:`EngineError` message.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from kubestash.api.storage import Backend
 
 EngineErrorReason = Literal[
     "WrongPassword",
@@ -37,6 +41,16 @@ class EngineError(Exception):
 
 
 @dataclass(frozen=True)
+class StorageLocation:
+    """The BackupStorage behind a remote target, for an engine that talks to the object store itself."""
+
+    storage: Backend
+    secret: Mapping[str, bytes] | None = field(repr=False)
+    directory: str
+    """The repository's directory below the storage's own prefix."""
+
+
+@dataclass(frozen=True)
 class RepositoryTarget:
     """One restic repository and how to open it."""
 
@@ -51,6 +65,8 @@ class RepositoryTarget:
     """None: no cache (``--no-cache``)."""
     secrets: tuple[str, ...] = field(default=(), repr=False)
     """Every secret value in env/password, for scrubbing messages."""
+    location: StorageLocation | None = field(default=None, repr=False, compare=False)
+    """For s3/gcs/azure targets made from a BackupStorage: the same place as the URL, as a backend spec."""
 
 
 @dataclass(frozen=True)

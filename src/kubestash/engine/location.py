@@ -36,7 +36,7 @@ from kubestash.backends.factory import (
     GOOGLE_SERVICE_ACCOUNT_JSON_KEY,
     default_local_root,
 )
-from kubestash.engine.base import EngineError, RepositoryTarget
+from kubestash.engine.base import EngineError, RepositoryTarget, StorageLocation
 
 RESTIC_PASSWORD = "RESTIC_PASSWORD"
 DEFAULT_S3_ENDPOINT = "s3.amazonaws.com"
@@ -82,6 +82,7 @@ def repository_target(
     else:
         raise EngineError("Failed", f"spec.storage.provider {provider!r} is not one of local, s3, gcs, azure")
 
+    location = StorageLocation(storage, storage_secret, directory) if provider != "local" else None
     return RepositoryTarget(
         url=url,
         password=password,
@@ -89,6 +90,7 @@ def repository_target(
         options=tuple(options),
         cache_dir=scratch_dir / CACHE_DIR_NAME if enable_cache else None,
         secrets=_secrets(password, values),
+        location=location,
     )
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import fcntl
 import json
 import logging
 import os
@@ -41,7 +40,7 @@ import stat
 import tempfile
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,13 +58,13 @@ from kubestash.engine.base import (
     RestoreSummary,
     SnapshotInfo,
 )
+from kubestash.engine.support import hidden, local_repo_lock, report, rooted, scrub
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 SCRUBBED_ENV_PREFIXES = ("RESTIC_", "AWS_", "GOOGLE_", "AZURE_")
-REMOTE_SCHEMES = ("s3:", "gs:", "azure:", "b2:", "sftp:", "rest:", "swift:", "rclone:")
 EXIT_INCOMPLETE = 3
 LINE_LIMIT = 64 * 1024 * 1024
 PUMP_CHUNK = 1024 * 1024
@@ -174,7 +173,7 @@ class ResticEngine:
     async def init(self, repo: RepositoryTarget) -> bool:
         locks = self._init_locks.setdefault(asyncio.get_running_loop(), {})
         lock = locks.setdefault(repo.url, asyncio.Lock())
-        async with lock, _local_repo_lock(repo.url):
+        async with lock, local_repo_lock(repo.url):
             if await self._exists(repo):
                 return False
             outcome = await self._run(repo, ["init", "--repository-version", "2"])
@@ -199,7 +198,7 @@ class ResticEngine:
             raise EngineError("PathNotFound", "no paths to back up")
         for path in paths:
             if not os.path.lexists(path):
-                raise EngineError("PathNotFound", _scrub(f"path {path} does not exist", _hidden(repo)))
+                raise EngineError("PathNotFound", scrub(f"path {path} does not exist", hidden(repo)))
         args = ["backup", "--json", "--host", host]
         for pattern in excludes:
             args += ["--exclude", pattern]
@@ -237,7 +236,7 @@ class ResticEngine:
     ) -> RestoreSummary:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        _report(on_progress, Progress())
+        report(on_progress, Progress())
 
         async def work(procs: list[_Proc]) -> RestoreSummary:
             listing = _Listing()
@@ -249,14 +248,14 @@ class ResticEngine:
             args = ["restore", snapshot_id, "--target", str(target)]
             for flag, patterns in (("--include", include), ("--exclude", exclude)):
                 for pattern in patterns:
-                    args += [flag, _rooted(pattern, root)]
+                    args += [flag, rooted(pattern, root)]
             running = loop.create_task(self._exec(repo, args, procs))
             try:
                 while not running.done():
                     await asyncio.wait({running}, timeout=self.restore_poll)
                     if on_progress is not None and listed.done() and not running.done():
                         files, size = await asyncio.to_thread(_measure, target)
-                        _report(on_progress, listing.progress(files, size, loop.time() - started))
+                        report(on_progress, listing.progress(files, size, loop.time() - started))
                 outcome = running.result()
                 if outcome.returncode != 0:
                     raise self._error(repo, outcome, "restore")
@@ -274,7 +273,7 @@ class ResticEngine:
             )
 
         summary = await self._guarded(work, timeout, "restore")
-        _report(
+        report(
             on_progress,
             Progress(
                 seconds_elapsed=summary.total_duration,
@@ -327,7 +326,7 @@ class ResticEngine:
         message = "; ".join(problems[:3]) if problems else error.message
         if len(problems) > 3:
             message += f" (and {len(problems) - 3} more)"
-        return CheckResult(ok=False, message=_scrub(message, _hidden(repo)))
+        return CheckResult(ok=False, message=scrub(message, hidden(repo)))
 
     async def forget(self, repo: RepositoryTarget, snapshot_ids: Sequence[str], *, prune: bool = True) -> None:
         if not snapshot_ids:
@@ -377,7 +376,7 @@ class ResticEngine:
         """Run ``restic <command> --new-password-file F <extra>``, F a private temporary file removed afterwards."""
         if not new_password or new_password != new_password.strip():
             raise EngineError("Failed", "the new password must be non-empty without surrounding whitespace")
-        secrets = (*_hidden(repo), new_password)
+        secrets = (*hidden(repo), new_password)
         fd, name = tempfile.mkstemp(prefix="restic-key-")  # mode 0600
         try:
             with os.fdopen(fd, "w") as f:
@@ -413,7 +412,7 @@ class ResticEngine:
                 return
             kind = doc.get("message_type")
             if kind == "status" and on_progress is not None:
-                _report(on_progress, _progress(doc))
+                report(on_progress, _progress(doc))
             elif kind == "summary":
                 summary.update(doc)
 
@@ -432,12 +431,16 @@ class ResticEngine:
             first = f" (first: {errors.errors[0]})" if errors.errors else ""
             snapshot = f"; snapshot {summary['snapshot_id']} was saved without them" if summary else ""
             message = f"backup incomplete: {max(errors.error_count, 1)} file(s) could not be read{first}{snapshot}"
-            raise EngineError("Failed", _scrub(message, _hidden(repo)))
+            raise EngineError("Failed", scrub(message, hidden(repo)))
         if outcome.returncode != 0:
             raise self._error(repo, outcome, "backup")
         if not summary.get("snapshot_id"):
             raise EngineError("Failed", "restic backup finished without reporting a snapshot")
-        return _backup_summary(summary, started, ended)
+        result = _backup_summary(summary, started, ended)
+        files, size = result.total_files_processed, result.total_bytes_processed
+        done = Progress(result.total_duration, 0.0, 1.0, files, files, size, size)
+        report(on_progress, done)  # restic's last status line may predate the end: close at 100 %
+        return result
 
     async def _exec_piped(
         self,
@@ -450,7 +453,7 @@ class ResticEngine:
         extra_env: Mapping[str, str],
     ) -> _Outcome:
         """restic reading ``command``'s stdout; restic's stdin closes only after the command exited 0."""
-        logger.debug("running %s, piped into restic", _scrub(shlex.join(command), _hidden(repo)))
+        logger.debug("running %s, piped into restic", scrub(shlex.join(command), hidden(repo)))
         try:
             cmd_proc = await asyncio.create_subprocess_exec(
                 *command,
@@ -461,7 +464,7 @@ class ResticEngine:
                 preexec_fn=_die_with_parent(signal.SIGTERM),
             )
         except OSError as e:
-            raise EngineError("Failed", _scrub(f"cannot run {command[0]}: {e.strerror or e}", _hidden(repo))) from None
+            raise EngineError("Failed", scrub(f"cannot run {command[0]}: {e.strerror or e}", hidden(repo))) from None
         procs.append(_Proc(cmd_proc, signal.SIGTERM))
         restic = await self._spawn(repo, args, procs, extra_env, stdin=asyncio.subprocess.PIPE)
         cmd_err = _Stderr()
@@ -497,7 +500,7 @@ class ResticEngine:
                     await asyncio.wait_for(asyncio.shield(cmd_errors), 1.0)
                 tail = "; ".join(list(cmd_err.lines)[-3:]) or "no error output"
                 message = f"{Path(command[0]).name} exited with code {code}: {tail}"  # argv may hold credentials
-                raise EngineError("Failed", _scrub(message, _hidden(repo)))
+                raise EngineError("Failed", scrub(message, hidden(repo)))
             if code is None:
                 await _stop(_Proc(cmd_proc, signal.SIGTERM), self.kill_grace)
             return await collecting
@@ -558,7 +561,7 @@ class ResticEngine:
     ) -> asyncio.subprocess.Process:
         cache = ["--cache-dir", str(repo.cache_dir)] if repo.cache_dir is not None else ["--no-cache"]
         argv = [self.binary, "-r", repo.url, *repo.options, *cache, *args]
-        logger.debug("running %s", _scrub(shlex.join(argv), _hidden(repo)))
+        logger.debug("running %s", scrub(shlex.join(argv), hidden(repo)))
         env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_ENV_PREFIXES)}
         env.update(repo.env)
         env.update(extra_env)
@@ -614,7 +617,7 @@ class ResticEngine:
         self, repo: RepositoryTarget, outcome: _Outcome, what: str, secrets: Sequence[str] | None = None
     ) -> EngineError:
         reason, message = classify(outcome.stderr.text, outcome.returncode)
-        return EngineError(reason, _scrub(f"restic {what}: {message}", _hidden(repo) if secrets is None else secrets))
+        return EngineError(reason, scrub(f"restic {what}: {message}", hidden(repo) if secrets is None else secrets))
 
 
 # ---------------------------------------------------------------- helpers
@@ -635,16 +638,6 @@ def classify(stderr: str, returncode: int) -> tuple[EngineErrorReason, str]:
         f"exited with code {returncode}"
     )
     return reason, message
-
-
-def _hidden(repo: RepositoryTarget) -> tuple[str, ...]:
-    return (*repo.secrets, repo.password)
-
-
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 @dataclass(frozen=True)
@@ -685,41 +678,6 @@ async def _gather(*aws: Awaitable[Any]) -> list[Any]:
 async def _read_lines(stream: asyncio.StreamReader, on_line: Callable[[str], None]) -> None:
     while line := await stream.readline():
         on_line(line.decode(errors="replace"))
-
-
-@contextlib.asynccontextmanager
-async def _local_repo_lock(url: str) -> AsyncIterator[None]:
-    """An exclusive ``flock`` on a local repository's directory (created if missing); no-op for remote URLs."""
-    if url.startswith(REMOTE_SCHEMES):
-        yield
-        return
-    path = Path(url.removeprefix("local:"))
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        yield  # restic reports the real problem
-        return
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _report(on_progress: ProgressCallback | None, progress: Progress) -> None:
-    """Progress is best effort: a failing callback is logged, never fails the operation."""
-    if on_progress is None:
-        return
-    try:
-        on_progress(progress)
-    except Exception:
-        logger.warning("progress callback failed", exc_info=True)
 
 
 class _Listing:
@@ -768,13 +726,6 @@ def _measure(root: Path) -> tuple[int, int]:
                 files += 1
                 size += st.st_size
     return files, size
-
-
-def _rooted(pattern: str, root: str | None) -> str:
-    """An absolute pattern relative to the snapshot's own path (``/app`` → ``<root>/app``)."""
-    if root is None or not pattern.startswith("/"):
-        return pattern
-    return root.rstrip("/") + pattern.rstrip("/") if pattern.rstrip("/") else root
 
 
 def _json_object(line: str) -> dict[str, Any] | None:

@@ -88,19 +88,28 @@ def random_polynomial() -> int:
             return poly
 
 
-def key_file(master: Key, password: str, kdf: KdfParams = DEFAULT_KDF) -> bytes:
-    """A ``keys/<id>`` file opening ``master`` with ``password`` (restic 0.14's JSON field order)."""
+def key_file(
+    master: Key,
+    password: str,
+    kdf: KdfParams = DEFAULT_KDF,
+    *,
+    username: str | None = None,
+    hostname: str | None = None,
+) -> bytes:
+    """A ``keys/<id>`` file opening ``master`` with ``password`` (restic 0.14's JSON field order); the user
+    and host it records default to this process's, as ``restic key add`` without ``--user``/``--host``."""
     salt = os.urandom(SALT_SIZE)
     user_key = derive_key(password, salt, kdf.n, kdf.r, kdf.p)
     data = user_key.encrypt_bytes(json.dumps(master.to_json(), separators=(",", ":")).encode())
-    try:
-        username = getpass.getuser()
-    except (KeyError, OSError):
-        username = ""
+    if username is None:
+        try:
+            username = getpass.getuser()
+        except (KeyError, OSError):
+            username = ""
     doc = {
         "created": GoTime.local(time.time_ns()).to_json(),
         "username": username,
-        "hostname": socket.gethostname(),
+        "hostname": socket.gethostname() if hostname is None else hostname,
         "kdf": "scrypt",
         "N": kdf.n,
         "r": kdf.r,
@@ -126,8 +135,9 @@ async def init_repository(
     master = Key.random()
     config = RepositoryConfig(version, os.urandom(32).hex(), f"{random_polynomial():x}")
     raw_key = key_file(master, password, kdf)
-    await out.put(f"keys/{storage_id(raw_key)}", raw_key)
+    key_id = storage_id(raw_key)
+    await out.put(f"keys/{key_id}", raw_key)
     doc = {"version": config.version, "id": config.id, "chunker_polynomial": config.chunker_polynomial}
     # restic reads ``config`` before it knows the version, so config is never compressed (version-1 framing).
     await out.put("config", encode_unpacked(master, json.dumps(doc, separators=(",", ":")).encode(), 1))
-    return NativeRepository(store, master, config, {})
+    return NativeRepository(store, master, config, {}, key_id=key_id)

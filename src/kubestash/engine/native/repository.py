@@ -122,24 +122,40 @@ def parse_time(text: str) -> datetime:
 class NativeRepository:
     """An open restic repository: its master key, config and index."""
 
-    def __init__(self, store: Store, key: Key, config: RepositoryConfig, index: dict[str, IndexEntry]) -> None:
+    def __init__(
+        self, store: Store, key: Key, config: RepositoryConfig, index: dict[str, IndexEntry], *, key_id: str = ""
+    ) -> None:
         self.store = store
         self.key = key
         self.config = config
         self.index = index
+        self.key_id = key_id
+        """The name of the key file the password opened (``restic key list`` marks it current)."""
 
     # ------------------------------------------------------------ opening
 
     @classmethod
-    async def open(cls, store: Store, password: str) -> NativeRepository:
+    async def open(cls, store: Store, password: str, *, known: tuple[str, Key] | None = None) -> NativeRepository:
+        """Open with ``password``; ``known`` = (key file name, master key) from an earlier open skips the key
+        derivation while that key file still exists (:class:`WrongPasswordError` once it is gone)."""
         if not await store.list("config"):
             raise RepositoryError(f"{store.description}: no repository here (no config file)")
-        key = await find_key(store, password)
-        doc = load_json(key, await store.get("config"))
+        if known is not None:
+            if known[0] not in await store.list("keys"):
+                raise WrongPasswordError(f"{store.description}: key {known[0][:8]} no longer exists")
+            key_id, key = known
+        else:
+            key_id, key = await find_key_file(store, password)
+        try:
+            doc = load_json(key, await store.get("config"))
+        except CryptoError:
+            if known is None:
+                raise
+            raise WrongPasswordError(f"{store.description}: the remembered key does not open config") from None
         config = RepositoryConfig(int(doc["version"]), str(doc["id"]), str(doc.get("chunker_polynomial", "")))
         if config.version not in (1, 2):
             raise RepositoryError(f"{store.description}: unsupported repository version {config.version}")
-        repo = cls(store, key, config, {})
+        repo = cls(store, key, config, {}, key_id=key_id)
         await repo.reload_index()
         return repo
 
@@ -215,10 +231,15 @@ class NativeRepository:
 
 async def find_key(store: Store, password: str) -> Key:
     """The master key from the first key file the password opens (restic tries them all the same way)."""
+    return (await find_key_file(store, password))[1]
+
+
+async def find_key_file(store: Store, password: str) -> tuple[str, Key]:
+    """(key file name, master key) of the first key file the password opens."""
     for name in await store.list("keys"):
         try:
             doc = json.loads(await store.get(f"keys/{name}"))
-            return await asyncio.to_thread(open_key_file, doc, password)
+            return name, await asyncio.to_thread(open_key_file, doc, password)
         except (CryptoError, ValueError, KeyError, TypeError):
             continue
     raise WrongPasswordError(f"{store.description}: wrong password or no key found")

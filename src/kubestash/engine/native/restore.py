@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -137,16 +137,27 @@ class _Write:
     offset: int
 
 
+@dataclass
+class RestoreProgress:
+    """Known once the trees are walked (totals), then updated after every span of a pack is written."""
+
+    total_files: int = 0
+    total_bytes: int = 0
+    files_done: int = 0
+    bytes_done: int = 0
+
+
 async def restore(
     repo: NativeRepository,
     snapshot_id: str,
     target: Path,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    on_progress: Callable[[RestoreProgress], None] | None = None,
 ) -> tuple[int, int]:
     """Restore snapshot ``snapshot_id`` (id, unique prefix or ``latest``) below ``target``.
 
-    Returns (regular files restored, bytes of file content written).
+    Returns (regular files restored, bytes of file content written). ``on_progress`` runs on the event loop.
     """
     snapshot = await repo.find_snapshot(snapshot_id)
     selection = PathFilter.of(include, exclude)
@@ -159,6 +170,7 @@ async def restore(
 
     writes: dict[str, dict[PackedBlob, list[_Write]]] = defaultdict(lambda: defaultdict(list))
     total = 0
+    remaining: dict[Path, int] = {}
     for path, node in plan.files:
         offset = 0
         for blob_id in node.content or ():
@@ -168,12 +180,24 @@ async def restore(
             writes[entry.pack_id][entry.blob].append(_Write(path, offset))
             offset += entry.blob.plaintext_length
         total += offset
+        remaining[path] = offset
+    progress = RestoreProgress(len(plan.files), total, files_done=sum(1 for n in remaining.values() if n == 0))
+    if on_progress is not None:
+        on_progress(progress)
+
+    def written(done: list[tuple[Path, int]]) -> None:
+        for path, size in done:
+            left = remaining[path] = remaining[path] - size
+            progress.bytes_done += size
+            progress.files_done += left == 0
+        if on_progress is not None:
+            on_progress(progress)
 
     limit = asyncio.Semaphore(PACK_CONCURRENCY)
 
     async def one_pack(pack_id: str, blobs: dict[PackedBlob, list[_Write]]) -> None:
         async with limit:
-            await _restore_from_pack(repo, pack_id, blobs)
+            await _restore_from_pack(repo, pack_id, blobs, written)
 
     tasks = [asyncio.create_task(one_pack(pack_id, blobs)) for pack_id, blobs in writes.items()]
     try:
@@ -237,12 +261,17 @@ def _spans(blobs: list[PackedBlob]) -> list[list[PackedBlob]]:
     return runs
 
 
-async def _restore_from_pack(repo: NativeRepository, pack_id: str, blobs: dict[PackedBlob, list[_Write]]) -> None:
+async def _restore_from_pack(
+    repo: NativeRepository,
+    pack_id: str,
+    blobs: dict[PackedBlob, list[_Write]],
+    written: Callable[[list[tuple[Path, int]]], None],
+) -> None:
     for run in _spans(list(blobs)):
         start = run[0].offset
         end = run[-1].offset + run[-1].length
         data = await repo.store.get_range(path_of("data", pack_id), start, end - start)
-        await asyncio.to_thread(_decode_and_write, repo, pack_id, start, data, run, blobs)
+        written(await asyncio.to_thread(_decode_and_write, repo, pack_id, start, data, run, blobs))
 
 
 def _decode_and_write(
@@ -252,8 +281,10 @@ def _decode_and_write(
     data: bytes,
     run: list[PackedBlob],
     writes: dict[PackedBlob, list[_Write]],
-) -> None:
+) -> list[tuple[Path, int]]:
+    """Decode the blobs of ``run`` and write them; (file, bytes) for every write made."""
     view = memoryview(data)
+    done: list[tuple[Path, int]] = []
     for blob in run:
         at = blob.offset - start
         plain = decode_blob(repo.key, blob, bytes(view[at : at + blob.length]), pack_id)
@@ -263,6 +294,8 @@ def _decode_and_write(
                 os.pwrite(fd, plain, write.offset)
             finally:
                 os.close(fd)
+            done.append((write.path, len(plain)))
+    return done
 
 
 def _finish_metadata(plan: _Plan, as_root: bool) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, Protocol, cast
 
@@ -67,6 +69,15 @@ def writable(store: Store) -> WritableStore:
     return cast(WritableStore, store)
 
 
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def is_id(name: str) -> bool:
+    """Whether ``name`` is a storage id. Anything else (a ``.tmp-`` file a killed write left behind, a stray
+    file) is not part of the repository, as restic also ignores such names."""
+    return _ID.fullmatch(name) is not None
+
+
 def path_of(kind: Kind, name: str) -> str:
     """The repository-relative path of a file of ``kind`` named ``name`` (data files are sharded)."""
     if kind == "config":
@@ -96,8 +107,10 @@ class LocalStore:
         if not base.is_dir():
             return []
         if kind == "data":
-            return sorted(f.name for shard in base.iterdir() if shard.is_dir() for f in shard.iterdir() if f.is_file())
-        return sorted(f.name for f in base.iterdir() if f.is_file())
+            found = (f.name for shard in base.iterdir() if shard.is_dir() for f in shard.iterdir() if f.is_file())
+        else:
+            found = (f.name for f in base.iterdir() if f.is_file())
+        return sorted(name for name in found if is_id(name))
 
     async def get(self, path: str) -> bytes:
         return await asyncio.to_thread(self._get, path)
@@ -179,7 +192,7 @@ class BackendStore:
         if kind == "config":
             return ["config"] if await self.backend.exists(self._key("config")) else []
         names = [info.path.rsplit("/", 1)[-1] async for info in self.backend.list(self._key(kind) + "/")]
-        return sorted(names)
+        return sorted(name for name in names if is_id(name))
 
     async def get(self, path: str) -> bytes:
         return await self.backend.get(self._key(path))
@@ -196,3 +209,68 @@ class BackendStore:
 
     async def exists(self, path: str) -> bool:
         return await self.backend.exists(self._key(path))
+
+
+REMOTE_UNSUPPORTED = ("gs:", "azure:", "b2:", "sftp:", "rest:", "swift:", "rclone:")
+
+
+def parse_s3_url(url: str) -> tuple[str, str, str]:
+    """(endpoint URL, bucket, prefix) from restic's ``s3:[http(s)://]host[:port]/bucket[/prefix]``."""
+    rest = url.removeprefix("s3:")
+    scheme = "https"
+    for candidate in ("http://", "https://"):
+        if rest.startswith(candidate):
+            scheme, rest = candidate[:-3], rest[len(candidate) :]
+            break
+    else:
+        rest = rest.removeprefix("//")
+    parts = [p for p in rest.split("/") if p]
+    if len(parts) < 2:
+        raise ValueError("an s3 repository is s3:http(s)://host[:port]/bucket[/prefix]")
+    return f"{scheme}://{parts[0]}", parts[1], "/".join(parts[2:])
+
+
+def store_from_url(url: str, env: Mapping[str, str]) -> Store:
+    """The store restic's ``-r URL`` names: a local path, or ``s3:`` with ``AWS_*`` credentials from ``env``."""
+    if url.startswith("s3:"):
+        # Imported here: the models and obstore are only needed for remote repositories.
+        from kubestash.api.storage import Backend
+        from kubestash.backends.factory import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, open_backend
+
+        endpoint, bucket, prefix = parse_s3_url(url)
+        secret = {k: env[k].encode() for k in (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) if env.get(k)}
+        region = env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")
+        storage = Backend.model_validate(
+            {"provider": "s3", "s3": {"endpoint": endpoint, "bucket": bucket, "region": region}}
+        )
+        return BackendStore(open_backend(storage, secret or None), prefix)
+    scheme = next((s for s in REMOTE_UNSUPPORTED if url.startswith(s)), None)
+    if scheme is not None:
+        raise ValueError(f"{scheme[:-1]} repositories are not supported yet by the native engine; use --engine restic")
+    return LocalStore(Path(url.removeprefix("local:")))
+
+
+async def list_sizes(store: Store, kind: Kind) -> dict[str, int | None]:
+    """The files of ``kind`` with their sizes where listing gives them cheaply (object stores list sizes, a
+    local directory has them in its entries); None where unknown."""
+    if isinstance(store, BackendStore):
+        prefix = store._key(kind) + "/"
+        return {
+            name: info.size async for info in store.backend.list(prefix) if is_id(name := info.path.rsplit("/", 1)[-1])
+        }
+    if isinstance(store, LocalStore):
+        base = store.root / kind
+
+        def sizes() -> dict[str, int | None]:
+            found: dict[str, int | None] = {}
+            if not base.is_dir():
+                return found
+            shards = [e.path for e in os.scandir(base) if e.is_dir()] if kind == "data" else [str(base)]
+            for shard in shards:
+                for entry in os.scandir(shard):
+                    if entry.is_file() and is_id(entry.name):
+                        found[entry.name] = entry.stat().st_size
+            return found
+
+        return await asyncio.to_thread(sizes)
+    return dict.fromkeys(await store.list(kind))

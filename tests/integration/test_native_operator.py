@@ -1,0 +1,54 @@
+"""The operator with ``--engine native``: the same end-to-end scenarios as with restic, and restic still reads
+every repository they leave behind.
+
+The scenarios are the ones of ``test_backup_e2e`` and ``test_restore_e2e`` (imported, not copied); here they
+run with ``KUBESTASH_ENGINE=native`` in the environment, which the operator and every task process it starts
+read, exactly as ``kubestash up --engine native`` sets it. Their own assertions already use restic as the
+oracle (``restic snapshots``, ``restic check``, ``restic restore`` byte for byte). Left out on purpose: the
+scenarios that find running backups by looking for ``restic`` processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from test_backup_e2e import (
+    test_deployment_backup_with_workload_addon_paths_and_exclude,
+    test_pvc_backup_with_pvc_addon,
+    test_retention_keeps_the_last_three_snapshots_and_their_data,
+)
+from test_restore_e2e import test_pvc_restored_over_itself_and_into_a_new_pvc
+
+from kubestash.engine.select import ENGINE_ENV
+
+__all__ = [
+    "test_deployment_backup_with_workload_addon_paths_and_exclude",
+    "test_pvc_backup_with_pvc_addon",
+    "test_pvc_restored_over_itself_and_into_a_new_pvc",
+    "test_retention_keeps_the_last_three_snapshots_and_their_data",
+]
+
+
+@pytest.fixture(autouse=True)
+def native_engine(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run with the native engine, and prove it: ``restic`` on PATH becomes a wrapper that logs its arguments,
+    and no backup, init or forget may have gone through it (the tests' own oracle calls only read)."""
+    real = shutil.which("restic")
+    assert real is not None
+    bin_dir = tmp_path_factory.mktemp("wrapped-restic")
+    log = bin_dir / "calls.log"
+    wrapper = bin_dir / "restic"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    subprocess.run(["restic", "version"], check=True, capture_output=True)
+    assert log.read_text() == "version\n", "restic calls go through the wrapper"
+    monkeypatch.setenv(ENGINE_ENV, "native")
+    yield
+    calls = log.read_text().splitlines()
+    writes = [c for c in calls if {"backup", "init", "forget", "prune"} & set(c.split())]
+    assert writes == [], f"restic ran where the native engine should have: {writes}"
