@@ -2,7 +2,8 @@
 
 Run with the project's virtualenv::
 
-    .venv/bin/python bench/backup.py [--size-mib 1024] [--seed 1] [--latency-runs 5] [--repeats 1] [--keep] [--out FILE]
+    .venv/bin/python bench/backup.py [--size-mib 1024] [--seed 1] [--latency-runs 5] [--repeats 1]
+        [--engine restic|native] [--keep] [--out FILE]
 
 A seeded dataset is generated first (deterministic from ``--seed``): about 60% large random files, 25%
 compressible text files and 20,000 small files (fewer when ``--size-mib`` is below 1024, in proportion).
@@ -16,7 +17,8 @@ RetentionPolicy, the encryption Secret, a PersistentVolume + PersistentVolumeCla
 dataset, and a BackupConfiguration on that PVC with the ``pvc-addon``. The BackupConfiguration's automatic
 initial backup is the *first backup*; ``kubestash trigger <bc> --wait`` (the CLI, timed as a process) is the
 *unchanged incremental*. A second PVC on a 1 MB directory measures the latency from creating a BackupSession
-to its Snapshot being ``Succeeded``.
+to its Snapshot being ``Succeeded``. ``--engine`` is what ``kubestash up`` moves the data with (``--engine``
+of ``kubestash up``); the reference is plain restic either way.
 
 One JSON document goes to stdout (and to ``--out``); progress goes to stderr.
 See bench/README.md for what each number means.
@@ -805,10 +807,10 @@ def task_runner_import_s() -> float:
     return round(statistics.median(run_timed(argv).wall_s for _ in range(3)), 3)
 
 
-def bench_ours(dataset: Dataset, small: Path, root: Path, latency: int, repeats: int) -> dict[str, Any]:
+def bench_ours(dataset: Dataset, small: Path, root: Path, latency: int, repeats: int, engine: str) -> dict[str, Any]:
     data_dir = root / "up"
     data_dir.mkdir()
-    server = Process("kubestash up", kubestash_argv("up", data_dir), root / "up.log")
+    server = Process("kubestash up", [*kubestash_argv("up", data_dir), "--engine", engine], root / "up.log")
     sampler: TreeSampler | None = None
     try:
         server.start()
@@ -903,7 +905,9 @@ def restic_version() -> str:
         return "not found"
 
 
-def run(size_mib: int, seed: int, latency: int, repeats: int, keep: bool, work_dir: Path | None) -> dict[str, Any]:
+def run(
+    size_mib: int, seed: int, latency: int, repeats: int, engine: str, keep: bool, work_dir: Path | None
+) -> dict[str, Any]:
     started = time.perf_counter()
     load_before = os.getloadavg()
     root = Path(tempfile.mkdtemp(prefix="kubestash-bench-backup-", dir=work_dir))
@@ -918,7 +922,7 @@ def run(size_mib: int, seed: int, latency: int, repeats: int, keep: bool, work_d
         log("reference: plain restic")
         reference = bench_reference(dataset, root, repeats)
         log("ours: kubestash up")
-        ours = bench_ours(dataset, small, root, latency, repeats)
+        ours = bench_ours(dataset, small, root, latency, repeats, engine)
     finally:
         if keep:
             log(f"kept {root}")
@@ -947,6 +951,7 @@ def run(size_mib: int, seed: int, latency: int, repeats: int, keep: bool, work_d
     }
     return {
         "benchmark": "backup",
+        "engine": engine,
         "repeats": repeats,
         "dataset": {**dataset.describe(), "latency_target_bytes": small_bytes},
         "reference": reference,
@@ -1004,6 +1009,9 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="first + incremental backups per side; medians are judged (default 1)"
     )
+    parser.add_argument(
+        "--engine", choices=["restic", "native"], default="restic", help="kubestash up --engine (default restic)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (dataset, repositories, logs)")
     parser.add_argument("--work-dir", type=Path, help="where to create the work directory (default: the tmp dir)")
     parser.add_argument("--out", type=Path, help="also write the JSON document to this file")
@@ -1011,7 +1019,8 @@ def main() -> None:
     if args.size_mib < 1 or args.latency_runs < 0 or args.repeats < 1:
         parser.error("--size-mib and --repeats must be at least 1, --latency-runs at least 0")
     run_and_print(
-        lambda: run(args.size_mib, args.seed, args.latency_runs, args.repeats, args.keep, args.work_dir), args.out
+        lambda: run(args.size_mib, args.seed, args.latency_runs, args.repeats, args.engine, args.keep, args.work_dir),
+        args.out,
     )
 
 
