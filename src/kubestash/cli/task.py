@@ -93,9 +93,12 @@ def warm() -> None:
     """
     import json
 
-    import kubestash.engine.restic
+    import kubestash.controllers.manager
     import kubestash.tasks.backup
     import kubestash.tasks.restore  # noqa: F401
+    from kubestash.engine.select import configured_engine
+
+    configured_engine()  # imports the engine the tasks will use (restic's wrapper, or the native engine)
 
     line = sys.stdin.readline()
     if not line.strip():
