@@ -200,3 +200,36 @@ def restic_check_ok(repo: Path) -> bool:
                 proc.kill()
                 return False
         return proc.wait() == 0
+
+
+def test_a_snapshot_scoped_check_looks_at_that_snapshot_only(restic_repo: ResticRepo, tmp_path: Path) -> None:
+    """The check after a backup: the snapshot's trees and the packs of its blobs, not the whole repository."""
+    copy = tmp_path / "repo"
+    shutil.copytree(restic_repo.path, copy)
+    repo = open_repo(copy)
+    first, second = asyncio.run(repo.snapshots())  # first: source/sub only; second: all of source
+    only_second = {e.pack_id for e in repo.index.values()} - {
+        e.pack_id for e in repo.index.values() if e.blob.id in _reachable(repo, first.tree)
+    }
+    assert only_second, "the second backup wrote packs of its own"
+    victim = sorted(only_second)[0]
+    (copy / path_of("data", victim)).chmod(0o600)
+    (copy / path_of("data", victim)).write_bytes(b"damaged")
+
+    scoped = asyncio.run(check(open_repo(copy), snapshots=[first.id]))
+    assert scoped.ok, scoped.errors
+    assert scoped.counters.snapshots == 1
+    assert scoped.counters.packs < len(asyncio.run(repo.store.list("data")))
+    damaged = asyncio.run(check(open_repo(copy), snapshots=[second.id]))
+    assert not damaged.ok and any(victim in e for e in damaged.errors), damaged.errors
+    assert not native_check(copy, read_data=False).ok
+
+
+def _reachable(repo: NativeRepository, tree_id: str) -> set[str]:
+    """Every blob id below a tree (the tree itself included)."""
+    found = {tree_id}
+    for node in asyncio.run(repo.load_tree(tree_id)):
+        if node.subtree:
+            found |= _reachable(repo, node.subtree)
+        found |= set(node.content or ())
+    return found

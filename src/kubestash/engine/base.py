@@ -200,7 +200,12 @@ class Engine(Protocol):
         """Bytes stored for the snapshot (or the whole repository): restic ``stats --mode raw-data``."""
         ...
 
-    async def check(self, repo: RepositoryTarget, *, read_data: bool = False) -> CheckResult: ...
+    async def check(
+        self, repo: RepositoryTarget, *, read_data: bool = False, snapshots: Sequence[str] | None = None
+    ) -> CheckResult:
+        """The repository's integrity. ``snapshots`` (ids or prefixes) lets an engine check only what those
+        snapshots need (the native engine does; restic 0.14 can only check everything, and does)."""
+        ...
 
     async def forget(self, repo: RepositoryTarget, snapshot_ids: Sequence[str], *, prune: bool = True) -> None: ...
 

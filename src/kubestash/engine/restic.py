@@ -312,7 +312,9 @@ class ResticEngine:
         doc = await self._json(repo, args, "stats")
         return int(doc.get("total_size") or 0) if isinstance(doc, dict) else 0
 
-    async def check(self, repo: RepositoryTarget, *, read_data: bool = False) -> CheckResult:
+    async def check(
+        self, repo: RepositoryTarget, *, read_data: bool = False, snapshots: Sequence[str] | None = None
+    ) -> CheckResult:
         outcome = await self._run(repo, ["check", *(["--read-data"] if read_data else [])])
         lines = [_ANSI.sub("", line).strip() for line in [*outcome.stdout.splitlines(), *outcome.stderr.lines]]
         if outcome.returncode == 0:

@@ -74,7 +74,8 @@ async def run_backup(client: AsyncClient, engine: Engine, namespace: str, snapsh
                 summary = await _backup(engine, repo, path, excludes, _progress_of(reporter, index, stats), remaining())
                 stats[index:] = [_summary(summary, pod_path)]
                 await reporter.update({"resticStats": stats})
-            check = await when_unlocked(engine, repo, lambda: engine.check(repo))
+            written = [s["summary"]["id"] for s in stats]
+            check = await when_unlocked(engine, repo, lambda: engine.check(repo, snapshots=written))
         size = await _stored_size(plan.access, directory)
         await reporter.update(
             {

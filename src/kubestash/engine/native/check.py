@@ -26,7 +26,7 @@ import asyncio
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -100,14 +100,28 @@ async def _bounded(items: Iterable[T], work: Callable[[T], Awaitable[None]], lim
     await asyncio.gather(*(worker() for _ in range(limit)))
 
 
-async def check(repo: NativeRepository, *, read_data: bool = False) -> CheckReport:
-    """Check ``repo`` like ``restic check`` (``read_data``: like ``restic check --read-data``)."""
+async def check(
+    repo: NativeRepository, *, read_data: bool = False, snapshots: Sequence[str] | None = None
+) -> CheckReport:
+    """Check ``repo`` like ``restic check`` (``read_data``: like ``restic check --read-data``).
+
+    ``snapshots`` (ids) narrows the check to what those snapshots need: their trees load and authenticate,
+    every blob they reference is indexed with the right type, and the packs holding those blobs match the
+    index (``read_data``: their content too). That is the check after a backup: it costs what the snapshot
+    is, not what the repository has grown to; unreferenced packs are not looked for.
+    """
     state = _State()
     packs = await _load_index(repo, state)
-    await _check_packs(repo, packs, read_data, state)
-    snapshots, trees = await _check_snapshots(repo, state)
+    if snapshots is None:
+        await _check_packs(repo, packs, read_data, state)
+        count, trees = await _check_snapshots(repo, state)
+    else:
+        used: set[str] = set()
+        count, trees = await _check_snapshots(repo, state, only=list(snapshots), used=used)
+        packs = {pack_id: blobs for pack_id, blobs in packs.items() if pack_id in used}
+        await _check_packs(repo, packs, read_data, state, whole=False)
     blobs = {blob.id for blobs in packs.values() for blob in blobs}
-    counters = CheckCounters(packs=len(packs), blobs=len(blobs), snapshots=snapshots, trees=trees)
+    counters = CheckCounters(packs=len(packs), blobs=len(blobs), snapshots=count, trees=trees)
     return CheckReport(not state.errors, state.errors, state.warnings, counters, read_data)
 
 
@@ -135,11 +149,13 @@ async def _load_index(repo: NativeRepository, state: _State) -> dict[str, set[Pa
 
 
 async def _check_packs(
-    repo: NativeRepository, packs: dict[str, set[PackedBlob]], read_data: bool, state: _State
+    repo: NativeRepository, packs: dict[str, set[PackedBlob]], read_data: bool, state: _State, *, whole: bool = True
 ) -> None:
+    """Every pack in ``packs`` against its index entries; with ``whole`` also the packs no index names."""
     stored = set(await repo.store.list("data"))
     state.errors += [f"pack {pack_id}: does not exist" for pack_id in sorted(packs.keys() - stored)]
-    state.warnings += [f"pack {pack_id}: not referenced in index" for pack_id in sorted(stored - packs.keys())]
+    if whole:
+        state.warnings += [f"pack {pack_id}: not referenced in index" for pack_id in sorted(stored - packs.keys())]
     errors: list[str] = []
 
     async def one(pack_id: str) -> None:
@@ -226,9 +242,12 @@ class _TreeRef:
         return f"tree {self.id} (snapshot {self.snapshot[:8]}, {self.path or '/'})"
 
 
-async def _check_snapshots(repo: NativeRepository, state: _State) -> tuple[int, int]:
-    """(snapshots, distinct trees): every snapshot's tree and everything below it loads and is indexed."""
-    names = await repo.store.list("snapshots")
+async def _check_snapshots(
+    repo: NativeRepository, state: _State, *, only: list[str] | None = None, used: set[str] | None = None
+) -> tuple[int, int]:
+    """(snapshots, distinct trees): every snapshot's tree (or ``only`` those) and everything below it loads
+    and is indexed; ``used`` collects the packs holding what they reference."""
+    names = only if only is not None else await repo.store.list("snapshots")
     roots: list[_TreeRef] = []
     errors: list[str] = []
 
@@ -251,7 +270,7 @@ async def _check_snapshots(repo: NativeRepository, state: _State) -> tuple[int, 
         while True:
             ref = await queue.get()
             try:
-                for sub in await _check_tree(repo, ref, errors):
+                for sub in await _check_tree(repo, ref, errors, used):
                     if sub.id not in seen:
                         seen.add(sub.id)
                         queue.put_nowait(sub)
@@ -281,7 +300,9 @@ async def _join(queue: asyncio.Queue[_TreeRef], workers: list[asyncio.Task[None]
         joined.cancel()
 
 
-async def _check_tree(repo: NativeRepository, ref: _TreeRef, errors: list[str]) -> list[_TreeRef]:
+async def _check_tree(
+    repo: NativeRepository, ref: _TreeRef, errors: list[str], used: set[str] | None = None
+) -> list[_TreeRef]:
     """Load one tree, check its file nodes' blobs against the index, return its subtrees.
 
     Reads the tree's JSON directly instead of building :class:`~.tree.Node` objects: a check only needs each
@@ -290,6 +311,8 @@ async def _check_tree(repo: NativeRepository, ref: _TreeRef, errors: list[str]) 
     """
     try:
         entry = repo.lookup(ref.id)
+        if used is not None:
+            used.add(entry.pack_id)
         if entry.blob.type != "tree":
             raise IntegrityError(f"blob {ref.id} is a {entry.blob.type} blob, not a tree")
         doc = json.loads(await repo.load_blob(ref.id))
@@ -316,6 +339,8 @@ async def _check_tree(repo: NativeRepository, ref: _TreeRef, errors: list[str]) 
                     errors.append(f"{ref.where()}: file {_path(ref, node)}: data blob {blob_id} is not in the index")
                 elif found.blob.type != "data":
                     errors.append(f"{ref.where()}: file {_path(ref, node)}: blob {blob_id} is a {found.blob.type} blob")
+                elif used is not None:
+                    used.add(found.pack_id)
     return subtrees
 
 

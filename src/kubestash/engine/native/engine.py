@@ -333,9 +333,12 @@ class NativeEngine:
             blobs = await native_prune.used_blobs(opened, [s.tree for s in chosen])
         return sum(opened.index[blob_id].blob.length for blob_id, _ in blobs if blob_id in opened.index)
 
-    async def check(self, repo: RepositoryTarget, *, read_data: bool = False) -> CheckResult:
+    async def check(
+        self, repo: RepositoryTarget, *, read_data: bool = False, snapshots: Sequence[str] | None = None
+    ) -> CheckResult:
         async with self._session(repo, "check", lock=False) as opened:
-            result = await native_check(opened, read_data=read_data)
+            ids = None if snapshots is None else [(await opened.find_snapshot(s)).id for s in snapshots]
+            result = await native_check(opened, read_data=read_data, snapshots=ids)
         if not result.ok:
             message = "; ".join(result.errors[:3]) + (
                 f" (and {len(result.errors) - 3} more)" if len(result.errors) > 3 else ""
