@@ -8,7 +8,7 @@ shapes) so that anything written for ``restic`` works here, and ``--engine resti
 the same arguments -- the two engines can be compared on the same repository with one flag.
 
 Subcommands: init, backup, forget, prune, unlock and key write (restic's output wording; ``backup --json``
-prints restic's summary message); snapshots, ls, restore, check and stats only read. Each takes the lock restic
+prints restic's summary message); snapshots, ls, dump, restore, check and stats only read. Each takes the lock restic
 0.14's command takes (shared for backup/restore/key list/add, exclusive for check/forget/prune/key remove/
 passwd). Failures print one line (``Error: ...``) and exit 1, never a traceback and never the password; usage
 errors exit 2. ``check`` exits 1 when it finds errors.
@@ -288,6 +288,23 @@ def ls(opts: Options, snapshot: str, dirs: tuple[str, ...], recursive: bool) -> 
                     click.echo(path)
 
     run_native(opts, work)
+
+
+@repo.command()
+@click.argument("snapshot")
+@click.argument("path")
+@click.pass_obj
+def dump(opts: Options, snapshot: str, path: str) -> None:
+    """Write the file PATH of SNAPSHOT to stdout; a directory (or /) as a tar archive, like restic dump."""
+    if opts.engine == "restic":
+        run_restic(opts, ["dump", snapshot, path])
+    from kubestash.engine.native.dump import dump as native_dump
+
+    async def work(repository: NativeRepository) -> None:
+        found = await repository.find_snapshot(snapshot)
+        await native_dump(repository, found.tree, path, sys.stdout.buffer)
+
+    run_native(opts, work, lock=False)
 
 
 # ------------------------------------------------------------------ restore
@@ -653,7 +670,9 @@ def _tty_progress() -> Callable[[BackupProgress], None] | None:
 
 
 @repo.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
+@click.option("--stdin", "from_stdin", is_flag=True, help="Back up standard input as one file (a database dump).")
+@click.option("--stdin-filename", default="stdin", show_default=True, help="With --stdin: the file's name.")
 @click.option("-e", "--exclude", multiple=True, help="Leave out paths matching this pattern (repeatable).")
 @click.option("--host", help="Host name recorded in the snapshot (default: this machine's).")
 @click.option("--tag", multiple=True, help="Tag the snapshot (repeatable).")
@@ -665,19 +684,33 @@ def _tty_progress() -> Callable[[BackupProgress], None] | None:
 )
 @click.pass_obj
 def backup(
-    opts: Options, paths: tuple[str, ...], exclude: tuple[str, ...], host: str | None, tag: tuple[str, ...], parent: str
+    opts: Options,
+    paths: tuple[str, ...],
+    from_stdin: bool,
+    stdin_filename: str,
+    exclude: tuple[str, ...],
+    host: str | None,
+    tag: tuple[str, ...],
+    parent: str,
 ) -> None:
-    """Back up PATHS into a new snapshot."""
+    """Back up PATHS (or, with --stdin, standard input) into a new snapshot."""
+    if from_stdin == bool(paths):
+        raise click.UsageError("give PATHS to back up, or --stdin (not both)")
     if opts.engine == "restic":
         args = ["backup", *paths] + [a for p in exclude for a in ("--exclude", p)]
+        args += ["--stdin", "--stdin-filename", stdin_filename] if from_stdin else []
         args += (["--host", host] if host else []) + [a for t in tag for a in ("--tag", t)]
         args += [] if parent == "auto" else ["--parent", parent]
         run_restic(opts, args)
     from kubestash.engine.native.backup import backup as native_backup
+    from kubestash.engine.native.stdin import backup_stream, file_stream
 
     progress = None if opts.json else _tty_progress()
 
     async def work(repository: NativeRepository) -> BackupSummary:
+        if from_stdin:
+            stream = file_stream(sys.stdin.buffer)
+            return await backup_stream(repository, stream, stdin_filename, host=host, tags=tag, on_progress=progress)
         return await native_backup(
             repository, paths, excludes=exclude, host=host, tags=tag, parent=parent, on_progress=progress
         )
