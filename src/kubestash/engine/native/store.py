@@ -211,7 +211,9 @@ class BackendStore:
         return await self.backend.exists(self._key(path))
 
 
-REMOTE_UNSUPPORTED = ("gs:", "azure:", "b2:", "sftp:", "rest:", "swift:", "rclone:")
+REMOTE_UNSUPPORTED = ("b2:", "sftp:", "rest:", "swift:", "rclone:")
+AZURE_ENDPOINT = "AZURE_ENDPOINT"
+"""Not restic's: a full Azure blob endpoint (``http://127.0.0.1:10000/devstoreaccount1`` for azurite)."""
 
 
 def parse_s3_url(url: str) -> tuple[str, str, str]:
@@ -230,24 +232,58 @@ def parse_s3_url(url: str) -> tuple[str, str, str]:
     return f"{scheme}://{parts[0]}", parts[1], "/".join(parts[2:])
 
 
-def store_from_url(url: str, env: Mapping[str, str]) -> Store:
-    """The store restic's ``-r URL`` names: a local path, or ``s3:`` with ``AWS_*`` credentials from ``env``."""
-    if url.startswith("s3:"):
-        # Imported here: the models and obstore are only needed for remote repositories.
-        from kubestash.api.storage import Backend
-        from kubestash.backends.factory import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, open_backend
+def parse_bucket_url(url: str, scheme: str) -> tuple[str, str]:
+    """(bucket or container, prefix) from restic's ``gs:bucket:/prefix`` and ``azure:container:/prefix``."""
+    bucket, sep, prefix = url.removeprefix(scheme).partition(":")
+    if not bucket or not sep:
+        raise ValueError(f"a {scheme[:-1]} repository is {scheme}<bucket>:/<prefix>")
+    return bucket, prefix.strip("/")
 
-        endpoint, bucket, prefix = parse_s3_url(url)
-        secret = {k: env[k].encode() for k in (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) if env.get(k)}
+
+def store_from_url(url: str, env: Mapping[str, str]) -> Store:
+    """The store restic's ``-r URL`` names, with restic's environment variables for credentials: a local
+    path; ``s3:`` (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``); ``gs:``
+    (``GOOGLE_APPLICATION_CREDENTIALS``, a key file; ``GOOGLE_PROJECT_ID``; ``STORAGE_EMULATOR_HOST``);
+    ``azure:`` (``AZURE_ACCOUNT_NAME``, ``AZURE_ACCOUNT_KEY``, and :data:`AZURE_ENDPOINT`)."""
+    if not url.startswith(("s3:", "gs:", "azure:")):
+        scheme = next((s for s in REMOTE_UNSUPPORTED if url.startswith(s)), None)
+        if scheme is not None:
+            raise ValueError(f"{scheme[:-1]} repositories are not supported by the native engine; use --engine restic")
+        return LocalStore(Path(url.removeprefix("local:")))
+    # Imported here: the models and the cloud clients are only needed for remote repositories.
+    from kubestash.api.storage import Backend
+    from kubestash.backends import factory
+
+    secret: dict[str, bytes] = {}
+    endpoint: str | None = None
+    if url.startswith("s3:"):
+        s3_endpoint, bucket, prefix = parse_s3_url(url)
+        keys = (factory.AWS_ACCESS_KEY_ID, factory.AWS_SECRET_ACCESS_KEY)
+        secret = {k: env[k].encode() for k in keys if env.get(k)}
         region = env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")
-        storage = Backend.model_validate(
-            {"provider": "s3", "s3": {"endpoint": endpoint, "bucket": bucket, "region": region}}
-        )
-        return BackendStore(open_backend(storage, secret or None), prefix)
-    scheme = next((s for s in REMOTE_UNSUPPORTED if url.startswith(s)), None)
-    if scheme is not None:
-        raise ValueError(f"{scheme[:-1]} repositories are not supported yet by the native engine; use --engine restic")
-    return LocalStore(Path(url.removeprefix("local:")))
+        spec = {"provider": "s3", "s3": {"endpoint": s3_endpoint, "bucket": bucket, "region": region}}
+    elif url.startswith("gs:"):
+        bucket, prefix = parse_bucket_url(url, "gs:")
+        credentials = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+        if credentials:
+            try:
+                secret[factory.GOOGLE_SERVICE_ACCOUNT_JSON_KEY] = Path(credentials).read_bytes()
+            except OSError as e:
+                raise ValueError(f"cannot read GOOGLE_APPLICATION_CREDENTIALS {credentials}: {e.strerror}") from None
+        if env.get(factory.GOOGLE_PROJECT_ID):
+            secret[factory.GOOGLE_PROJECT_ID] = env[factory.GOOGLE_PROJECT_ID].encode()
+        spec = {"provider": "gcs", "gcs": {"bucket": bucket}}
+    else:
+        bucket, prefix = parse_bucket_url(url, "azure:")
+        account = env.get("AZURE_ACCOUNT_NAME")
+        if not account:
+            raise ValueError("an azure repository needs AZURE_ACCOUNT_NAME")
+        if env.get(factory.AZURE_ACCOUNT_KEY):
+            secret[factory.AZURE_ACCOUNT_KEY] = env[factory.AZURE_ACCOUNT_KEY].encode()
+        spec = {"provider": "azure", "azure": {"storageAccount": account, "container": bucket}}
+        endpoint = env.get(AZURE_ENDPOINT)
+    storage = Backend.model_validate(spec)
+    return BackendStore(factory.open_backend(storage, secret or None, endpoint=endpoint), prefix)
 
 
 async def list_sizes(store: Store, kind: Kind) -> dict[str, int | None]:
