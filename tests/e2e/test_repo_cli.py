@@ -150,8 +150,8 @@ def test_wrong_password_is_one_line_without_the_password(repo: str, tmp_path: Pa
 def test_usage_and_unsupported_errors(repo: str) -> None:
     assert kubestash("-r", repo, "--engine", "bogus", "snapshots").returncode == 2
     assert kubestash("snapshots").returncode == 2
-    result = kubestash("-r", "gs:bucket/prefix", "snapshots")
-    assert result.returncode == 1 and "not supported yet" in result.stderr
+    result = kubestash("-r", "rest:http://host:8000/", "snapshots")
+    assert result.returncode == 1 and "not supported by the native engine" in result.stderr
     missing = kubestash("-r", repo, "ls", "deadbeef")
     assert missing.returncode == 1 and "no snapshot matched" in missing.stderr
 
