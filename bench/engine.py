@@ -16,8 +16,24 @@ backed up into two fresh local repositories, one by ``restic`` and one by the na
 Every backup runs as a child process (the native one as ``python bench/engine.py --worker ...``) under
 GNU ``/usr/bin/time``, timed by wall clock, with that very process's peak RSS, so the numbers compare.
 restic keeps its cache directory between its runs (its normal use; the native engine has no cache and
-reads trees from the repository). Throughput = dataset bytes / wall seconds. Ratios are native / restic.
-Restore and ``check --read-data`` are not measured yet.
+reads trees from the repository). Throughput = dataset bytes / wall seconds. Ratios are restic's time /
+native's time (above 1: native is faster); ``rss_ratio`` is native / restic peak RSS (GNU ``time``: the
+largest single process), ``tree_pss_ratio`` the same for the peak summed PSS of each engine's whole process
+tree, sampled every 50 ms (the native backup forks worker processes; PSS splits the pages they share with
+their parent instead of counting them twice). Both are in ``results``; the memory target applies to both.
+
+4. *restore*: each engine restores its own latest snapshot into an empty directory (``restic restore
+   latest --target``, native :func:`~kubestash.engine.native.restore.restore`). Before each restore the
+   page cache is dropped if this process may (``/proc/sys/vm/drop_caches``, root only), else the repository
+   files are evicted with ``posix_fadvise(DONTNEED)`` (best effort, same for both), so both read the
+   repository under the same conditions. Nothing is deleted between the two restores (ext4 makes creating
+   files right after deleting thousands slow: it skips recently freed inodes one by one).
+5. *check_read_data*: ``restic check --read-data`` of restic's repository against the native
+   :func:`~kubestash.engine.native.check.check` with ``read_data=True`` of the native one (each its own,
+   same cache eviction first). ``restic check --read-data`` of the *native* repository is run as well, as a
+   correctness gate (the bench fails if it does not pass), untimed.
+
+``--size-mib 64`` gives a quick iteration run (small files scale down in proportion).
 
 One JSON document goes to stdout (and to ``--out``); progress goes to stderr.
 """
@@ -34,6 +50,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -42,33 +59,78 @@ from typing import Any
 PASSWORD = "bench-only-not-a-secret"
 HOST = "host-0"
 MIB = 1024 * 1024
-TARGETS = {"first_backup_ratio": 2.0, "incremental_ratio": 1.5, "rss_ratio_max": 1.0}
+TARGETS = {"first_backup_ratio": 2.0, "incremental_ratio": 1.5, "restore_ratio": 1.5, "rss_ratio_max": 1.0}
 
 
 def log(message: str) -> None:
     print(f"[engine-bench] {message}", file=sys.stderr, flush=True)
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (MiB) and stdout of one child process.
+def _descendants(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                queue += [int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class TreeMemory(threading.Thread):
+    """Samples the summed PSS of a process's descendants (not the process itself: ``/usr/bin/time``) every
+    ``interval`` seconds: the memory of an engine that runs as several processes (forked workers share pages
+    with their parent, which PSS splits between them instead of counting them twice)."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak_kib = pid, interval, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            pids = _descendants(self.pid)[1:]
+            self.peak_kib = max(self.peak_kib, sum(_pss_kib(p) for p in pids))
+            self.done.wait(self.interval)
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int, str, int]:
+    """Wall seconds, peak RSS (MiB), stdout and peak summed PSS of the process tree (MiB) of one child process.
 
     The peak RSS comes from GNU ``time`` (``wait4`` of its own child). Not ``os.wait4`` here: Linux carries
     the high-water mark of the forking process (this one, big after generating the dataset) over ``exec``
-    into the child's ``ru_maxrss``, which would put a floor under both engines' numbers.
+    into the child's ``ru_maxrss``, which would put a floor under both engines' numbers. For a child with
+    children of its own (the native engine's worker processes) that is the largest single process, hence
+    the sampled tree PSS (:class:`TreeMemory`) next to it.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile() as rss:
         started = time.perf_counter()
-        done = subprocess.run(
-            ["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv], env=env, stdout=out, stderr=err, check=False
-        )
+        child = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv], env=env, stdout=out, stderr=err)
+        sampler = TreeMemory(child.pid)
+        sampler.start()
+        returncode = child.wait()
         elapsed = time.perf_counter() - started
+        sampler.done.set()
+        sampler.join()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
         peak_kib = int(Path(rss.name).read_text().split()[-1])
-    if done.returncode != 0:
-        raise SystemExit(f"{argv[:3]} failed ({done.returncode}): {stderr[-2000:]}")
-    return elapsed, peak_kib // 1024, stdout
+    if returncode != 0:
+        raise SystemExit(f"{argv[:3]} failed ({returncode}): {stderr[-2000:]}")
+    return elapsed, peak_kib // 1024, stdout, sampler.peak_kib // 1024
 
 
 def restic_env(repo: Path, cache: Path) -> dict[str, str]:
@@ -89,18 +151,30 @@ def native_env() -> dict[str, str]:
 
 
 def worker(args: list[str]) -> None:
-    """The native side of one step, in its own process: ``init REPO`` or ``backup REPO PATH``."""
+    """The native side of one step, in its own process: ``init REPO``, ``backup REPO PATH``, ``restore REPO
+    TARGET`` or ``check REPO``."""
     from kubestash.engine.native.backup import backup
+    from kubestash.engine.native.check import check
     from kubestash.engine.native.init import init_repository
     from kubestash.engine.native.repository import NativeRepository
+    from kubestash.engine.native.restore import restore
     from kubestash.engine.native.store import LocalStore
 
     async def main() -> dict[str, Any]:
         store = LocalStore(Path(args[1]))
+        started = time.perf_counter()
         if args[0] == "init":
             repo = await init_repository(store, PASSWORD)
             return {"id": repo.config.id}
         repo = await NativeRepository.open(store, PASSWORD)
+        if args[0] == "restore":
+            files, size = await restore(repo, "latest", Path(args[2]))
+            return {"files": files, "bytes": size, "total_duration": time.perf_counter() - started}
+        if args[0] == "check":
+            report = await check(repo, read_data=True)
+            if not report.ok:
+                raise SystemExit(f"native check failed: {report.errors[:5]}")
+            return {"ok": report.ok, "total_duration": time.perf_counter() - started}
         summary = await backup(repo, [args[2]], host=HOST, parent="auto")
         return asdict(summary)
 
@@ -121,10 +195,32 @@ def change_files(root: Path, seed: int, fraction: float = 0.05) -> int:
     return len(chosen)
 
 
+def evict(*roots: Path) -> str:
+    """Make the next run read ``roots`` from disk (as far as this process may): how it was done."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return "drop_caches"
+    except OSError:
+        pass
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file():
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+    return "fadvise_dontneed"
+
+
 def pair(
-    step: str, size: int, restic_run: tuple[float, int, str], native_run: tuple[float, int, str]
+    step: str, size: int, restic_run: tuple[float, int, str, int], native_run: tuple[float, int, str, int]
 ) -> dict[str, Any]:
-    (r_s, r_rss, _), (n_s, n_rss, n_out) = restic_run, native_run
+    (r_s, r_rss, _, r_pss), (n_s, n_rss, n_out, n_pss) = restic_run, native_run
     summary = json.loads(n_out)
     result = {
         "restic_s": round(r_s, 2),
@@ -135,10 +231,14 @@ def pair(
         "restic_rss_mib": r_rss,
         "native_rss_mib": n_rss,
         "rss_ratio": round(n_rss / r_rss, 2),
+        "restic_tree_pss_mib": r_pss,
+        "native_tree_pss_mib": n_pss,
+        "tree_pss_ratio": round(n_pss / max(1, r_pss), 2),
         "native_in_process_s": round(summary["total_duration"], 2),
-        "native_files_read": summary["files_read"],
-        "native_data_added_mib": round(summary["data_added"] / MIB, 1),
     }
+    if "files_read" in summary:
+        result["native_files_read"] = summary["files_read"]
+        result["native_data_added_mib"] = round(summary["data_added"] / MIB, 1)
     log(f"{step}: {json.dumps(result)}")
     return result
 
@@ -185,8 +285,26 @@ def main() -> None:
         log("restic check --read-data of the native repository")
         timed(["restic", "check", "--read-data"], restic_env(n_repo, cache / "check"))
 
+        log("restore")
+        r_target, n_target = work / "restic-restore", work / "native-restore"
+        eviction = evict(r_repo)
+        r_restore = timed(["restic", "restore", "latest", "--target", str(r_target)], renv)
+        evict(n_repo)
+        n_restore = timed(worker_argv("restore", str(n_repo), str(n_target)), nenv)
+        # Both restored trees stay until the end: deleting one just before the other restore made ext4 scan
+        # its thousands of "recently deleted" inodes on every file creation (measured: several seconds).
+        restored = pair("restore", size, r_restore, n_restore)
+        restored["cache_eviction"] = eviction
+        log("check --read-data")
+        evict(r_repo)
+        r_check = timed(["restic", "check", "--read-data"], renv)
+        evict(n_repo)
+        n_check = timed(worker_argv("check", str(n_repo)), nenv)
+        checked = pair("check_read_data", size, r_check, n_check)
+
         incremental = min(steps["unchanged"]["ratio"], steps["changed_5pct"]["ratio"])
-        rss = max(s["rss_ratio"] for s in steps.values())
+        rss = max(s["rss_ratio"] for s in [*steps.values(), restored])
+        pss = max(s["tree_pss_ratio"] for s in [*steps.values(), restored])
         report = {
             "bench": "engine",
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -196,8 +314,8 @@ def main() -> None:
             "dataset": dataset.describe(),
             "init_s": {"restic": round(r_init[0], 2), "native": round(n_init[0], 2)},
             "backup": steps,
-            "restore": "not yet",
-            "check_read_data": "not yet (restic check --read-data of the native repository passed)",
+            "restore": restored,
+            "check_read_data": {**checked, "restic_check_of_native_repository": "passed"},
             "repository_mib": {
                 "restic": round(sum(f.stat().st_size for f in r_repo.rglob("*") if f.is_file()) / MIB, 1),
                 "native": round(sum(f.stat().st_size for f in n_repo.rglob("*") if f.is_file()) / MIB, 1),
@@ -206,10 +324,14 @@ def main() -> None:
             "results": {
                 "first_backup_ratio": steps["first"]["ratio"],
                 "incremental_ratio": incremental,
+                "restore_ratio": restored["ratio"],
                 "rss_ratio": rss,
+                "tree_pss_ratio": pss,
                 "first_backup_met": steps["first"]["ratio"] >= TARGETS["first_backup_ratio"],
                 "incremental_met": incremental >= TARGETS["incremental_ratio"],
+                "restore_met": restored["ratio"] >= TARGETS["restore_ratio"],
                 "rss_met": rss <= TARGETS["rss_ratio_max"],
+                "tree_pss_met": pss <= TARGETS["rss_ratio_max"],
             },
         }
         text = json.dumps(report, indent=2)

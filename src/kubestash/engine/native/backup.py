@@ -18,15 +18,30 @@ What restic 0.14's archiver does, reproduced where it shows in the repository:
   last few packs only), and every backup first *recovers* packs that are in ``data/`` but in no index
   (:func:`recover_packs`: one LIST, then only those packs' headers are read), so their blobs dedup.
 
-Concurrency: the walk runs on the event loop; files that must be read go, in batches per directory, to a
-pool of worker threads that chunk (FastCDC, :mod:`.chunker`), hash, compress and encrypt, each filling its
-own data :class:`PackWriter`. A worker whose pack is full uploads it (through the event loop) and waits, which
-gives back-pressure and bounds memory to about ``workers x (2 x pack_size + read window + largest chunk)``.
-Threads, not processes: hashlib and zstd release the GIL on large buffers, and a process pool would have to
-copy every chunk to a worker and every encrypted blob back. Measured here (bench dataset, one core): read +
-chunk + hash + zstd-1 + encrypt + node building costs ~1.2 CPU-s per 256 MiB (~220 MB/s); this machine's
-second core is shared with other sessions (two zstd *processes* together ran no faster than one), so the
-second worker mostly overlaps I/O (reads, pack writes with fsync). See ``bench/engine.py``.
+Concurrency: the walk runs on the event loop; files that must be read go, in batches per directory, to
+workers that read, chunk (FastCDC, :mod:`.chunker`), hash, compress and encrypt, each filling its own data
+:class:`PackWriter`, and build the files' nodes.
+
+- On a local store (the default there, ``processes=None``): ``workers`` *processes* (:mod:`.workers`),
+  forked when the first file must be read (an unchanged backup forks none), so they inherit the key and the
+  index. A batch crosses the process boundary as paths and ``lstat`` results; what comes back is the nodes
+  (content lists) and the ids and blob lists of the packs the worker wrote meanwhile -- a worker writes its
+  full packs into ``data/`` itself (atomic, fsynced), never sending bulk data through a pipe. The parent
+  indexes a pack only once its worker has reported it, so the order packs → index → snapshot holds; a pack
+  written but not yet reported when the run dies is left to :func:`recover_packs`. Each message to a worker
+  carries the blob ids the other workers stored since its last one, so a blob is stored twice only when two
+  workers meet it at the same moment (a harmless duplicate: restic reads either, prune drops one). Aborting
+  (an error, cancellation) kills the workers at once; they also die with the parent (``PR_SET_PDEATHSIG``).
+  Why processes: in one process the GIL-holding parts (FastCDC's loop, Python per chunk and per file, node
+  building) serialised two threads to ~1 core; two processes use both (measured: ``bench/engine.py``).
+- On a remote store (:class:`~.store.BackendStore`), and for ``processes=False``: a pool of worker
+  *threads* as before. A worker whose pack is full uploads it (through the event loop: the object store
+  client lives there and cannot be shared with a forked process) and waits, which gives back-pressure and
+  bounds memory to about ``workers x (2 x pack_size + read window + largest chunk)``.
+
+Memory: a pack is built in one buffer, each blob encrypted in place (:class:`PackWriter`); chunks are
+hashed and compressed straight out of the read window (no per-chunk copy); and :func:`.workers.tune_malloc`
+keeps glibc from holding on to freed pack-sized buffers.
 
 Excludes (a documented subset of restic's ``--exclude``): a pattern is split at ``/``; an absolute pattern
 (``/data/cache``) must match the path's leading components, a relative one (``*.tmp``, ``cache/*.bin``) its
@@ -37,22 +52,29 @@ supported. An excluded directory is not descended into.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import getpass
 import hashlib
+import io
 import logging
+import mmap
 import os
 import socket
 import stat as stat_mod
+import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kubestash.backends.base import BackendError
+from kubestash.engine.native.chunker import MAX_SIZE as CHUNK_MAX_SIZE
 from kubestash.engine.native.chunker import boundaries
+from kubestash.engine.native.chunker import preload as preload_chunker
 from kubestash.engine.native.crypto import CryptoError
 from kubestash.engine.native.files import encode_unpacked, storage_id
 from kubestash.engine.native.pack import (
@@ -65,13 +87,16 @@ from kubestash.engine.native.pack import (
 )
 from kubestash.engine.native.packer import DATA, TREE, Pack, PackWriter, index_json, snapshot_json
 from kubestash.engine.native.repository import IndexEntry, NativeRepository, SnapshotInfo
-from kubestash.engine.native.store import StoreError, list_sizes, path_of, writable
+from kubestash.engine.native.store import LocalStore, StoreError, list_sizes, path_of, writable
 from kubestash.engine.native.tree import GoTime, Node, encode_tree, go_file_mode, node_from_stat
+from kubestash.engine.native.workers import WorkerProcesses, fork_available, tune_malloc
 
 PACK_SIZE = 16 * 1024 * 1024
 READ_WINDOW = 4 * 1024 * 1024
 BATCH_BYTES = 8 * 1024 * 1024  # files of a directory handed to a worker together, up to this many bytes
 BATCH_FILES = 64  # ... or this many files
+DIR_CONCURRENCY = 8
+"""Subdirectories of one directory walked at the same time (see ``_Backup.entry_nodes``)."""
 COMPRESSION_LEVEL = 1
 INDEX_MAX_BLOBS = 50_000
 INDEX_EVERY = 64
@@ -82,6 +107,9 @@ INDEX_INTERVAL = 120.0
 every later repository open until a prune merges them, so not much more often than restic's own (at most
 every 10 min or 50,000 blobs); recovery (:func:`recover_packs`) covers whatever a crash leaves unindexed
 anyway, at one ranged read per pack."""
+SYNCS_IN_FLIGHT = 2
+"""Packs a worker process has written but not yet fsynced and renamed while it goes on chunking (their bytes
+are in the page cache, not in the process: no memory held for them)."""
 RECOVER_CONCURRENCY = 8
 """Pack headers read at the same time while recovering unindexed packs."""
 _TAIL_READ = 64 * 1024  # first ranged read of an unindexed pack's tail: the header of ~1,500 blobs
@@ -162,6 +190,11 @@ class _Shared:
     aborted: threading.Event = field(default_factory=threading.Event)
     unreadable: list[str] = field(default_factory=list)
 
+    @property
+    def local_store(self) -> bool:
+        """Packs may be handed to the store as ``bytearray`` (see :meth:`PackWriter.finish`)."""
+        return isinstance(self.repo.store, LocalStore)
+
     def known(self, blob_id: str) -> bool:
         return blob_id in self.repo.index or blob_id in self.added
 
@@ -218,26 +251,52 @@ class _Shared:
         if self.on_read is not None:
             self.on_read(path)
         content: list[str] = []
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:
             if size_hint < READ_WINDOW:  # the common case: one read of the whole file
                 data = f.read()
                 if len(data) < READ_WINDOW:
                     for offset, length in boundaries(data):
                         self.store_chunk(data[offset : offset + length], content)
                     return content
-                carry = data  # it grew: go on in windows
-            else:
-                carry = b""
-            buffer = bytearray(carry)
-            while True:
-                data = f.read(READ_WINDOW)  # buffered: short only at the end of the file
-                eof = len(data) < READ_WINDOW
-                buffer += data
+                buffer = bytearray(data)  # it grew: go on in windows
                 del data
-                buffer = self.chunk_window(buffer, eof, content)
-                if eof:
-                    break
+                while True:
+                    data = _read_full(f, READ_WINDOW)
+                    eof = len(data) < READ_WINDOW
+                    buffer += data
+                    del data
+                    buffer = self.chunk_window(buffer, eof, content)
+                    if eof:
+                        return content
+            self.chunk_windows(f, content)
         return content
+
+    def chunk_windows(self, f: io.FileIO, content: list[str]) -> None:
+        """:meth:`chunk_file` of a large file: each window is read (``readinto``) straight into one buffer
+        behind the carry, chunks are stored from that buffer, the carry moves to its front."""
+        window: mmap.mmap | None = getattr(self.local, "window", None)
+        if window is None:  # anonymous memory: pages cost RAM once read into, not up front (bytearray zeroes)
+            window = self.local.window = mmap.mmap(-1, READ_WINDOW + CHUNK_MAX_SIZE)
+        filled = 0
+        eof = False
+        while not eof:
+            with memoryview(window) as view:
+                target = filled + READ_WINDOW
+                while filled < target:
+                    n = f.readinto(view[filled:target])
+                    if not n:
+                        eof = True
+                        break
+                    filled += n
+                cuts = boundaries(view[:filled])
+                if not eof:
+                    cuts.pop()  # may continue in the next window: carried over
+                for offset, length in cuts:
+                    self.store_chunk(view[offset : offset + length], content)
+            consumed = cuts[-1][0] + cuts[-1][1] if cuts else 0
+            if consumed:
+                window[: filled - consumed] = window[consumed:filled]  # the carry (at most one chunk)
+                filled -= consumed
 
     def chunk_window(self, buffer: bytearray, eof: bool, content: list[str]) -> bytearray:
         """Store the chunks of ``buffer`` (a window of a file or stream, after the previous window's carry);
@@ -251,19 +310,101 @@ class _Shared:
             cuts.pop()  # may continue in the next window: carried over
         with memoryview(buffer) as view:
             for offset, length in cuts:
-                self.store_chunk(bytes(view[offset : offset + length]), content)
+                self.store_chunk(view[offset : offset + length], content)  # hashed, compressed, copied in place
         if cuts:
             del buffer[: cuts[-1][0] + cuts[-1][1]]
         return buffer
 
-    def store_chunk(self, chunk: bytes, content: list[str]) -> None:
+    def store_chunk(self, chunk: bytes | memoryview, content: list[str]) -> None:
         blob_id = hashlib.sha256(chunk).hexdigest()
         content.append(blob_id)
         if self.claim(blob_id):
             writer = self.writer()
             writer.add(DATA, chunk, blob_id)
             if writer.size >= self.pack_size:
-                self.ship(writer.finish())
+                self.ship(writer.finish(as_bytes=not self.local_store))
+
+
+class _ProcessShared(_Shared):
+    """:class:`_Shared` inside a worker process (see :class:`~.workers.WorkerProcesses`): it reads, chunks and
+    stores files like a worker thread, but writes its packs to the local repository itself and reports them
+    (ids and blob lists, never bytes) with the nodes; the parent indexes them (after they are on disk)."""
+
+    def __init__(self, repo: NativeRepository, store: LocalStore, pack_size: int, compression_level: int) -> None:
+        super().__init__(repo, pack_size, asyncio.get_running_loop(), _no_upload, None, compression_level)
+        self.store = store
+        self.finished: list[tuple[Pack, int]] = []
+        self.syncing: deque[Future[tuple[Pack, int]]] = deque()
+        self.syncer: ThreadPoolExecutor | None = None  # started in the worker process, on its first pack
+
+    def ship(self, pack: Pack) -> None:
+        """Write the pack as :meth:`LocalStore.put` does (temporary file, fsync, read-only, rename), but only
+        the write here: fsync and rename run in a thread while this process chunks on (at most
+        :data:`SYNCS_IN_FLIGHT` packs), and the pack is reported once it is under its final name."""
+        target = self.store.root / pack.path
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        except OSError as e:
+            raise StoreError(f"{self.store.root}: cannot write {pack.path}: {e.strerror or e}") from None
+        try:
+            with memoryview(pack.data) as view:
+                done = 0
+                while done < len(view):
+                    done += os.write(fd, view[done:])
+        except OSError as e:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StoreError(f"{self.store.root}: cannot write {pack.path}: {e.strerror or e}") from None
+        if self.syncer is None:
+            self.syncer = ThreadPoolExecutor(1, thread_name_prefix="pack-sync")
+        uploaded = (Pack(pack.id, b"", pack.blobs), len(pack.data))
+        self.syncing.append(self.syncer.submit(_sync_pack, fd, tmp, str(target), pack.path, uploaded))
+        self.harvest(wait=len(self.syncing) - SYNCS_IN_FLIGHT)
+
+    def harvest(self, wait: int = 0) -> None:
+        """Move synced packs to :attr:`finished`: the oldest ``wait`` waited for, then all that are done."""
+        while self.syncing and (wait > 0 or self.syncing[0].done()):
+            self.finished.append(self.syncing.popleft().result())
+            wait -= 1
+
+    def handle(self, message: tuple[Any, ...]) -> tuple[list[Node | None], list[str], list[tuple[Pack, int]]]:
+        """``("files", [(path, stat)], new blob ids)`` or ``("flush",)``: (nodes, unreadable, packs written)."""
+        if message[0] == "files":
+            _, files, known = message
+            self.added.update(known)  # blobs the other workers stored meanwhile: not stored twice
+            nodes = self.file_nodes(files)
+        else:
+            nodes = []
+            writer: PackWriter | None = getattr(self.local, "writer", None)
+            if writer is not None and writer.count:
+                self.ship(writer.finish(as_bytes=False))
+            self.harvest(wait=len(self.syncing))
+        self.harvest()
+        unreadable, self.unreadable = self.unreadable, []
+        done, self.finished = self.finished, []
+        return nodes, unreadable, done
+
+
+def _sync_pack(fd: int, tmp: str, target: str, path: str, uploaded: tuple[Pack, int]) -> tuple[Pack, int]:
+    """The second half of :meth:`_ProcessShared.ship`: fsync, read-only (as restic leaves its files), rename."""
+    try:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o400)
+        os.replace(tmp, target)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
+    return uploaded
+
+
+async def _no_upload(pack: Pack) -> None:
+    raise AssertionError("a worker process writes its packs itself")
 
 
 class _Backup:
@@ -279,11 +420,20 @@ class _Backup:
         compression_level: int,
         index_every: int = INDEX_EVERY,
         index_interval: float = INDEX_INTERVAL,
+        processes: bool = False,
     ) -> None:
         self.repo = repo
         self.excludes = tuple(excludes)
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="native-backup")
         self.shared = _Shared(repo, pack_size, asyncio.get_running_loop(), self.upload, on_read, compression_level)
+        self.procs: WorkerProcesses | None = None
+        """Worker processes, forked when the first file must be read (an unchanged backup forks none)."""
+        self.use_processes = processes and isinstance(repo.store, LocalStore)
+        self.workers = max(1, workers)
+        self.compression_level = compression_level
+        self.added_log: list[str] = []
+        """Data blob ids the worker processes stored, in order; ``cursors[i]``: how many worker i was told of."""
+        self.cursors: list[int] = []
         self.tree_writer = PackWriter(repo.key, repo.config.version, compression_level=compression_level)
         self.packs: list[Pack] = []
         """Every pack this run uploaded (blob lists only), for the in-memory index at the end."""
@@ -302,12 +452,15 @@ class _Backup:
 
     async def upload(self, pack: Pack) -> None:
         await self.out.put(pack.path, pack.data)
-        self.progress.data_added += len(pack.data)
-        self.summary.data_added += len(pack.data)
-        uploaded = Pack(pack.id, b"", pack.blobs)  # keep the blob list, drop the bytes
+        await self.uploaded(Pack(pack.id, b"", pack.blobs), len(pack.data))  # keep the blob list, drop the bytes
+
+    async def uploaded(self, uploaded: Pack, size: int) -> None:
+        """Account for a pack now in the repository (uploaded here or written by a worker process)."""
+        self.progress.data_added += size
+        self.summary.data_added += size
         self.packs.append(uploaded)
         self.unindexed.append(uploaded)
-        for blob in pack.blobs:
+        for blob in uploaded.blobs:
             if blob.type == DATA:
                 self.summary.data_blobs += 1
             else:
@@ -321,7 +474,7 @@ class _Backup:
         if self.shared.claim(tree_id):
             self.tree_writer.add(TREE, blob, tree_id)
             if self.tree_writer.size >= self.pack_size:
-                await self.upload(self.tree_writer.finish())
+                await self.upload(self.tree_writer.finish(as_bytes=not self.shared.local_store))
         return tree_id
 
     # ------------------------------------------------------------ walking
@@ -350,7 +503,11 @@ class _Backup:
 
     async def read_files(self, files: list[tuple[str, os.stat_result, Node | None]]) -> list[Node | None]:
         """Nodes of files that must be read, in one worker-pool job (batching keeps per-file overhead low)."""
-        nodes = await asyncio.wrap_future(self.pool.submit(self.shared.file_nodes, [(f, st) for f, st, _ in files]))
+        batch = [(f, st) for f, st, _ in files]
+        if self.use_processes:
+            nodes = await self.process_files(self.worker_processes(), batch)
+        else:
+            nodes = await asyncio.wrap_future(self.pool.submit(self.shared.file_nodes, batch))
         s = self.summary
         for (_, st, previous), node in zip(files, nodes, strict=True):
             if node is None:
@@ -365,18 +522,57 @@ class _Backup:
             self.on_progress(self.progress)
         return nodes
 
+    def worker_processes(self) -> WorkerProcesses:
+        if self.procs is None:
+            assert isinstance(self.repo.store, LocalStore)
+            preload_chunker()  # imported once here, not once per worker after the fork
+            handler = _ProcessShared(self.repo, self.repo.store, self.pack_size, self.compression_level)
+            self.procs = WorkerProcesses(self.workers, handler.handle, name="native-backup")
+            self.cursors = [0] * len(self.procs)
+        return self.procs
+
+    async def process_files(self, procs: WorkerProcesses, batch: list[tuple[str, os.stat_result]]) -> list[Node | None]:
+        """:meth:`read_files` through a worker process."""
+        if self.shared.on_read is not None:
+            for path, _ in batch:
+                self.shared.on_read(path)
+
+        def message(worker: int) -> tuple[Any, ...]:
+            known = self.added_log[self.cursors[worker] :]
+            self.cursors[worker] = len(self.added_log)
+            return ("files", batch, known)
+
+        nodes, unreadable, done = await procs.call(message)
+        self.shared.unreadable += unreadable
+        await self.worker_packs(done)
+        return list(nodes)
+
+    async def worker_packs(self, done: list[tuple[Pack, int]]) -> None:
+        for pack, size in done:
+            for blob in pack.blobs:
+                self.shared.added.add(blob.id)
+                self.added_log.append(blob.id)
+            await self.uploaded(pack, size)
+
     async def entry_nodes(self, entries: list[tuple[str, os.stat_result, Node | None]]) -> list[Node]:
         """Nodes of a directory's entries, in their order: unchanged files straight from the parent, files to
         read in batches for the worker pool, subdirectories walked concurrently (so the pool never idles at a
-        directory's end)."""
+        directory's end), at most :data:`DIR_CONCURRENCY` of them at once (each holds its parent tree's nodes
+        while it waits for the pool: all of a wide directory's subdirectories at once held them all)."""
         nodes: list[Node | None] = [None] * len(entries)
         jobs: list[Awaitable[Sequence[Node | None]]] = []
+        subdirs = asyncio.Semaphore(DIR_CONCURRENCY)
+
+        async def dir_job(full: str, st: os.stat_result, previous: Node | None) -> list[Node]:
+            async with subdirs:
+                return await self.dir_node(full, st, previous)
+
         slots: list[list[int]] = []
         batch: list[int] = []
         batch_bytes = 0
         for i, (full, st, previous) in enumerate(entries):
             if stat_mod.S_ISDIR(st.st_mode):
-                jobs.append(self.dir_node(full, st, previous))
+                jobs.append(dir_job(full, st, previous))
                 slots.append([i])
             elif stat_mod.S_ISREG(st.st_mode):
                 content = self.reusable(st, previous)
@@ -462,10 +658,24 @@ class _Backup:
     # ------------------------------------------------------------ finishing
 
     async def flush(self) -> None:
-        await asyncio.to_thread(self.pool.shutdown, True)
-        for writer in [*self.shared.writers, self.tree_writer]:
-            if writer.count:
-                await self.upload(writer.finish())
+        """Write the last, partial packs: the workers' data packs and the tree pack at the same time (the
+        index that names them comes after both)."""
+
+        async def data() -> None:
+            if self.procs is not None:
+                for _, _, done in await self.procs.broadcast(("flush",)):
+                    await self.worker_packs(done)
+                await self.procs.close()
+            await asyncio.to_thread(self.pool.shutdown, True)
+            for writer in self.shared.writers:
+                if writer.count:
+                    await self.upload(writer.finish(as_bytes=not self.shared.local_store))
+
+        async def trees() -> None:
+            if self.tree_writer.count:
+                await self.upload(self.tree_writer.finish(as_bytes=not self.shared.local_store))
+
+        await asyncio.gather(data(), trees())
 
     async def write_index(self) -> None:
         """Write index file(s) naming the packs uploaded since the last one (periodically, and at the end)."""
@@ -477,6 +687,9 @@ class _Backup:
         """After a failure: stop the workers (one may wait for an upload, which needs the event loop running),
         then index what was uploaded, best effort, so the next backup reuses it without recovering it."""
         self.shared.aborted.set()
+        if self.procs is not None:
+            await asyncio.to_thread(self.procs.terminate)  # what they wrote unreported is recovered next time
+            self.procs.wake_waiters()  # batches still queued for a worker fail instead of waiting forever
         await asyncio.to_thread(self.pool.shutdown, True, cancel_futures=True)
         try:
             await self.write_index()
@@ -635,6 +848,18 @@ async def write_snapshot(
     return snapshot_id
 
 
+def _read_full(f: io.FileIO, size: int) -> bytes:
+    """Up to ``size`` bytes; fewer only at the end of the file."""
+    parts = []
+    while size > 0:
+        data = f.read(size)
+        if not data:
+            break
+        parts.append(data)
+        size -= len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _same_node(previous: Node | None, st: os.stat_result) -> Node | None:
     """The parent's node itself when ``lstat`` would rebuild it unchanged, else None.
 
@@ -705,20 +930,27 @@ async def backup(
     index_every: int = INDEX_EVERY,
     index_interval: float = INDEX_INTERVAL,
     recover: bool = True,
+    processes: bool | None = None,
 ) -> BackupSummary:
     """Back up the absolute ``paths`` into ``repo`` and write a snapshot; what was done.
 
     ``parent``: a snapshot id (or prefix, or ``latest``), ``"auto"`` for the newest snapshot of the same host
     and paths, or None for none. ``host`` None means this machine's name. ``on_read`` is called with each
-    file path whose content is read (for tests and diagnostics). ``workers`` threads chunk, encrypt and
-    upload (so at most that many packs are written at once). ``compression_level`` is zstd's (v2 repositories): restic's
-    ``auto`` is Go zstd's "default" speed; level 1 here is ~1.4x faster than level 3 on text for ~5 % more
-    compressed bytes (measured on the bench dataset's logs: ratio 0.300 against 0.287).
+    file path whose content is read (for tests and diagnostics). ``workers`` processes or threads (see
+    ``processes``) chunk, encrypt and write packs (so at most that many packs are written at once).
+    ``compression_level`` is zstd's (v2 repositories): restic's ``auto`` is Go zstd's "default" speed;
+    level 1 here is ~1.4x faster than level 3 on text for ~5 % more compressed bytes (measured on the bench
+    dataset's logs: ratio 0.300 against 0.287).
     ``index_every``/``index_interval``: write an index file after that many packs or seconds (crash safety,
     see :data:`INDEX_EVERY`); ``recover``: first index the packs an interrupted backup left unindexed
-    (:func:`recover_packs`).
+    (:func:`recover_packs`). ``processes``: read, chunk, compress and encrypt in ``workers`` forked processes
+    that write their packs straight into the repository (None: when the store is local, ``workers`` > 1
+    and ``fork`` is available; a remote store always uses threads), see the module docstring.
     """
     started = time.perf_counter()
+    tune_malloc()
+    if processes is None:
+        processes = workers > 1 and isinstance(repo.store, LocalStore) and fork_available()
     hostname = socket.gethostname() if host is None else host
     clean = sorted({os.path.normpath(os.path.abspath(p)) for p in paths})
     for path in clean:
@@ -741,6 +973,7 @@ async def backup(
         compression_level=compression_level,
         index_every=index_every,
         index_interval=index_interval,
+        processes=processes,
     )
     finished = False
     try:

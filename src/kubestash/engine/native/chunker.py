@@ -44,3 +44,8 @@ def boundaries(
         (int(c.offset), int(c.length))
         for c in _fastcdc()(view, min_size=min_size, avg_size=avg_size, max_size=max_size, fat=False)
     ]
+
+
+def preload() -> None:
+    """Import the chunker now (before forking worker processes, which then inherit it)."""
+    _fastcdc()

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import zstandard
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from kubestash.engine.native.crypto import Key
+from kubestash.engine.native.crypto import IV_SIZE, MAC_SIZE, Key
 from kubestash.engine.native.pack import BlobType, PackedBlob
 from kubestash.engine.native.tree import GoTime, go_json_string
 
@@ -40,6 +43,7 @@ _COMPRESSED_ENTRY = struct.Struct("<BII32s")
 class Pack:
     id: str
     data: bytes
+    """The pack's bytes (from ``PackWriter.finish(as_bytes=False)`` a ``bytearray``: bytes-like, not copied)."""
     blobs: tuple[PackedBlob, ...]
 
     @property
@@ -53,17 +57,26 @@ def blob_id(plaintext: bytes) -> str:
 
 
 class PackWriter:
-    """Collects encrypted blobs in memory until :meth:`finish` turns them into one pack."""
+    """Collects encrypted blobs until :meth:`finish` turns them into one pack.
 
-    def __init__(self, key: Key, version: int, *, compression_level: int = 3) -> None:
+    The pack is built in one growing buffer: a blob is compressed, copied in once and encrypted there in place
+    (AES-CTR, then the Poly1305-AES MAC over the ciphertext where it lies), and :meth:`finish` appends the
+    encrypted header and (``as_bytes=False``) hands that very buffer over as :attr:`Pack.data`, not copied;
+    the writer starts a new one. Memory per writer is thus one pack, not the blobs plus their join.
+    """
+
+    def __init__(self, key: Key, version: int, *, compression_level: int = 3, capacity: int = 0) -> None:
         if version not in (1, 2):
             raise ValueError(f"unsupported repository version {version}")
         self._key = key
         self._version = version
         self._compressor = zstandard.ZstdCompressor(level=compression_level) if version >= 2 else None
-        self._chunks: list[bytes] = []
-        self._blobs: list[PackedBlob] = []
+        self._capacity = capacity
+        self._buffer = bytearray()
         self._size = 0
+        self._blobs: list[PackedBlob] = []
+        self._aes = algorithms.AES(key.encrypt)
+        self._mac_aes = algorithms.AES(key.mac_k)
 
     @property
     def size(self) -> int:
@@ -74,7 +87,7 @@ class PackWriter:
     def count(self) -> int:
         return len(self._blobs)
 
-    def add(self, blob_type: BlobType, plaintext: bytes, id: str | None = None) -> PackedBlob:
+    def add(self, blob_type: BlobType, plaintext: bytes | memoryview, id: str | None = None) -> PackedBlob:
         """Encrypt (v2: compress first when that helps) and append a blob; ``id`` defaults to its SHA-256."""
         if blob_type not in _TYPE_CODES:
             raise ValueError(f"unknown blob type {blob_type!r}")
@@ -83,12 +96,40 @@ class PackWriter:
             packed = self._compressor.compress(plaintext)
             if len(packed) < len(plaintext):
                 payload, uncompressed = packed, len(plaintext)
-        stored = self._key.encrypt_bytes(payload)
-        blob = PackedBlob(id or blob_id(plaintext), blob_type, self._size, len(stored), uncompressed)
-        self._chunks.append(stored)
+        offset = self._append_encrypted(payload)
+        blob = PackedBlob(
+            id or hashlib.sha256(plaintext).hexdigest(), blob_type, offset, self._size - offset, uncompressed
+        )
         self._blobs.append(blob)
-        self._size += len(stored)
         return blob
+
+    def _append_encrypted(self, payload: bytes | memoryview) -> int:
+        """Append ``IV || AES-256-CTR(payload) || MAC`` (restic's framing, as ``Key.encrypt_bytes``); where.
+
+        The buffer is allocated at ``capacity`` bytes up front (untouched pages cost no memory) and grown
+        geometrically past it, so appending is one copy of ``payload``, not a reallocation each time."""
+        start = self._size
+        end = start + IV_SIZE + len(payload)
+        need = end + MAC_SIZE
+        buffer = self._buffer
+        if need > len(buffer):
+            grow = max(need, self._capacity, 2 * len(buffer)) - len(buffer)
+            buffer.extend(bytes(grow))
+        iv = os.urandom(IV_SIZE)
+        with memoryview(buffer) as view:
+            view[start : start + IV_SIZE] = iv
+            ciphertext = view[start + IV_SIZE : end]
+            ciphertext[:] = payload
+            encryptor = Cipher(self._aes, modes.CTR(iv)).encryptor()
+            # In place; update_into wants room for a block's slack past the data: the MAC's 16 bytes.
+            encryptor.update_into(ciphertext, view[start + IV_SIZE : need])
+            encryptor.finalize()
+            ecb = Cipher(self._mac_aes, modes.ECB()).encryptor()
+            s = ecb.update(iv) + ecb.finalize()
+            view[end:need] = Poly1305.generate_tag(self._key.mac_r + s, ciphertext)
+            ciphertext.release()
+        self._size = need
+        return start
 
     def header(self) -> bytes:
         entries = []
@@ -103,14 +144,19 @@ class PackWriter:
                 )
         return b"".join(entries)
 
-    def finish(self) -> Pack:
-        """The pack's bytes and id; the writer starts over empty."""
+    def finish(self, *, as_bytes: bool = True) -> Pack:
+        """The pack's bytes and id; the writer starts over empty. ``as_bytes=False`` hands over the buffer
+        itself (a ``bytearray``, no copy): for a local store, whose writes take any bytes-like object; some
+        object store clients insist on ``bytes``."""
         if not self._blobs:
             raise ValueError("a pack needs at least one blob")
-        encrypted_header = self._key.encrypt_bytes(self.header())
-        data = b"".join([*self._chunks, encrypted_header, struct.pack("<I", len(encrypted_header))])
-        pack = Pack(hashlib.sha256(data).hexdigest(), data, tuple(self._blobs))
-        self._chunks, self._blobs, self._size = [], [], 0
+        header_start = self._append_encrypted(self.header())
+        data = self._buffer
+        del data[self._size :]  # the unused capacity (shrinking an mmap-backed buffer does not copy)
+        data += struct.pack("<I", len(data) - header_start)
+        stored = bytes(data) if as_bytes else cast(bytes, data)
+        pack = Pack(hashlib.sha256(data).hexdigest(), stored, tuple(self._blobs))
+        self._buffer, self._blobs, self._size = bytearray(), [], 0
         return pack
 
 

@@ -6,11 +6,19 @@ modes, mtimes/atimes, symlinks, empty directories and -- when running as root --
 is applied last, children first, so writing into a directory never disturbs its restored mtime or mode.
 
 Content is read pack by pack, not file by file: every data blob the restore needs is grouped by the pack that
-holds it, each pack is read once as a few ranged reads (neighbouring blobs merged into one span), and its blobs
-are decrypted, decompressed, verified against their ids and written (``pwrite``) into every file position
-that uses them. A bounded number of packs is in flight at once; the CPU work runs in threads (OpenSSL, zstd
-and hashlib release the GIL on large buffers). Any blob that fails authentication or its hash raises
-:class:`~kubestash.engine.native.pack.IntegrityError` naming the blob and the pack.
+holds it, each pack is read once as a few ranged reads (neighbouring blobs merged into one span of at most
+:data:`MAX_SPAN` bytes), and its blobs are decrypted, decompressed, verified against their ids and written
+(``pwrite``) into every file position that uses them. A bounded number of packs is in flight at once; the CPU
+work runs in threads (OpenSSL, zstd and hashlib release the GIL on large buffers). Any blob that fails
+authentication or its hash raises :class:`~kubestash.engine.native.pack.IntegrityError` naming the blob and
+the pack.
+
+Speed and memory (see ``bench/engine.py``): a file with content is created (``O_TRUNC``) by its first write,
+not in a serial pass before any data moves (creating thousands of files up front stalled on the file
+system's journal), and its descriptor stays open until its last byte is written (at most
+:data:`MAX_OPEN_FILES` at once; beyond that a write opens and closes). A blob is decrypted straight out of
+the span it was read with (no per-blob copy), decompressed into one buffer of its known size, hashed, and
+written from there.
 
 Include/exclude patterns are a subset of restic's (``internal/filter``): a pattern is split at ``/`` and
 matched component by component with :func:`fnmatch.fnmatchcase` (``*``, ``?``, ``[...]`` never cross a
@@ -26,21 +34,37 @@ attributes, sparse regions.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from kubestash.engine.native.pack import IntegrityError, PackedBlob, decode_blob
+import zstandard
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+from kubestash.engine.native.crypto import IV_SIZE, MAC_SIZE, OVERHEAD, Key
+from kubestash.engine.native.pack import IntegrityError, PackedBlob
 from kubestash.engine.native.repository import NativeRepository
 from kubestash.engine.native.store import path_of
 from kubestash.engine.native.tree import Node, unix_mode
+from kubestash.engine.native.workers import tune_malloc
 
-PACK_CONCURRENCY = 4
+PACK_CONCURRENCY = 3
+"""Spans being read, decoded or written at once (each in its own thread): enough to keep both cores busy while
+other threads wait on the file system (creating a file can wait on its journal)."""
 SPAN_GAP = 1 << 20
 """Blobs of one pack closer than this are fetched in one ranged read (the gap is read and discarded)."""
+MAX_SPAN = 4 << 20
+"""A ranged read grows by whole blobs up to this many bytes (one larger blob is read on its own)."""
+MAX_OPEN_FILES = 256
 
 # ---------------------------------------------------------------- tree nodes
 
@@ -159,6 +183,7 @@ async def restore(
 
     Returns (regular files restored, bytes of file content written). ``on_progress`` runs on the event loop.
     """
+    tune_malloc()
     snapshot = await repo.find_snapshot(snapshot_id)
     selection = PathFilter.of(include, exclude)
     plan = _Plan()
@@ -166,7 +191,6 @@ async def restore(
     as_root = os.geteuid() == 0
 
     await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
-    await asyncio.to_thread(_create_entries, plan, as_root)
 
     writes: dict[str, dict[PackedBlob, list[_Write]]] = defaultdict(lambda: defaultdict(list))
     total = 0
@@ -181,6 +205,8 @@ async def restore(
             offset += entry.blob.plaintext_length
         total += offset
         remaining[path] = offset
+    await asyncio.to_thread(_create_entries, plan, as_root, {path for path, size in remaining.items() if size == 0})
+    files = _Files(dict(remaining))
     progress = RestoreProgress(len(plan.files), total, files_done=sum(1 for n in remaining.values() if n == 0))
     if on_progress is not None:
         on_progress(progress)
@@ -194,10 +220,11 @@ async def restore(
             on_progress(progress)
 
     limit = asyncio.Semaphore(PACK_CONCURRENCY)
+    executor = ThreadPoolExecutor(PACK_CONCURRENCY, thread_name_prefix="native-restore")
 
     async def one_pack(pack_id: str, blobs: dict[PackedBlob, list[_Write]]) -> None:
         async with limit:
-            await _restore_from_pack(repo, pack_id, blobs, written)
+            await _restore_from_pack(repo, pack_id, blobs, written, files, executor)
 
     tasks = [asyncio.create_task(one_pack(pack_id, blobs)) for pack_id, blobs in writes.items()]
     try:
@@ -205,6 +232,9 @@ async def restore(
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        files.close()
+        executor.shutdown(wait=False, cancel_futures=True)
     await asyncio.to_thread(_finish_metadata, plan, as_root)
     return len(plan.files), total
 
@@ -233,13 +263,20 @@ async def _walk(
         # dev, chardev, fifo, socket: not restored (see the module docstring).
 
 
-def _create_entries(plan: _Plan, as_root: bool) -> None:
+def _create_entries(plan: _Plan, as_root: bool, empty: set[Path]) -> None:
+    """Directories, the ``empty`` files (no content to write: nothing else creates them) and symlinks."""
+    made: set[Path] = set()
     for path, _ in plan.dirs:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        made.add(path)
     for path, _ in plan.files:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        os.close(fd)
+        parent = path.parent
+        if parent not in made:
+            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            made.add(parent)
+        if path in empty:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
     for path, node in plan.links:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if path.is_symlink() or path.exists():
@@ -250,14 +287,90 @@ def _create_entries(plan: _Plan, as_root: bool) -> None:
         os.utime(path, ns=_times_ns(node), follow_symlinks=False)
 
 
+class _Files:
+    """The files being written: each is created (truncated) by its first write and its descriptor kept until
+    its last byte is written (``remaining`` counts down). Writer threads share it; after :meth:`close` (a
+    failed or cancelled restore) a write raises, and the last write still running closes what is open."""
+
+    def __init__(self, remaining: dict[Path, int]) -> None:
+        self.remaining = remaining
+        self.fds: dict[Path, int] = {}
+        self.created: set[Path] = set()
+        self.opening: dict[Path, threading.Lock] = {}
+        self.lock = threading.Lock()
+        self.active = 0
+        self.closed = False
+
+    def write(self, path: Path, data: bytes, offset: int) -> None:
+        with self.lock:
+            if self.closed:
+                raise IntegrityError("restore stopped")
+            self.active += 1
+            fd = self.fds.get(path)
+            opening = self.opening.setdefault(path, threading.Lock()) if fd is None else None
+        cached = fd is not None
+        try:
+            if opening is not None:
+                # Opened outside the shared lock (creating a file may wait on the file system's journal, and
+                # the other threads' files need not wait with it); only the writes to this file wait here.
+                with opening:
+                    with self.lock:
+                        fd = self.fds.get(path)
+                    cached = fd is not None
+                    if fd is None:
+                        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                        if path not in self.created:
+                            flags |= os.O_CREAT | os.O_TRUNC
+                        fd = os.open(path, flags, 0o600)
+                        with self.lock:
+                            self.created.add(path)
+                            if len(self.fds) < MAX_OPEN_FILES:
+                                self.fds[path] = fd
+                                cached = True
+            assert fd is not None
+            with memoryview(data) as view:
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(fd, view[done:], offset + done)
+        finally:
+            if fd is not None and not cached:
+                os.close(fd)
+            with self.lock:
+                self.active -= 1
+                left = self.remaining[path] = self.remaining[path] - len(data)
+                if left <= 0:
+                    self.opening.pop(path, None)
+                    if path in self.fds:
+                        # Every write to this file has finished (each counts down after its pwrite): safe to close.
+                        os.close(self.fds.pop(path))
+                if self.closed and not self.active:
+                    self._close_all()
+
+    def close(self) -> None:
+        """No more writes; close what is open now, or when the writes still running are done."""
+        with self.lock:
+            self.closed = True
+            if not self.active:
+                self._close_all()
+
+    def _close_all(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
 def _spans(blobs: list[PackedBlob]) -> list[list[PackedBlob]]:
-    """The blobs in pack order, grouped into runs read with one ranged read each."""
+    """The blobs in pack order, grouped into runs read with one ranged read each (at most :data:`MAX_SPAN`
+    bytes, unless a single blob is larger)."""
     runs: list[list[PackedBlob]] = []
     for blob in sorted(blobs, key=lambda b: b.offset):
-        if runs and blob.offset - (runs[-1][-1].offset + runs[-1][-1].length) <= SPAN_GAP:
-            runs[-1].append(blob)
-        else:
-            runs.append([blob])
+        if runs:
+            first, last = runs[-1][0], runs[-1][-1]
+            end = blob.offset + blob.length
+            if blob.offset - (last.offset + last.length) <= SPAN_GAP and end - first.offset <= MAX_SPAN:
+                runs[-1].append(blob)
+                continue
+        runs.append([blob])
     return runs
 
 
@@ -266,36 +379,66 @@ async def _restore_from_pack(
     pack_id: str,
     blobs: dict[PackedBlob, list[_Write]],
     written: Callable[[list[tuple[Path, int]]], None],
+    files: _Files,
+    executor: ThreadPoolExecutor,
 ) -> None:
+    loop = asyncio.get_running_loop()
     for run in _spans(list(blobs)):
         start = run[0].offset
         end = run[-1].offset + run[-1].length
         data = await repo.store.get_range(path_of("data", pack_id), start, end - start)
-        written(await asyncio.to_thread(_decode_and_write, repo, pack_id, start, data, run, blobs))
+        work = functools.partial(_decode_and_write, repo.key, pack_id, start, data, run, blobs, files)
+        del data
+        written(await loop.run_in_executor(executor, work))
 
 
 def _decode_and_write(
-    repo: NativeRepository,
+    key: Key,
     pack_id: str,
     start: int,
     data: bytes,
     run: list[PackedBlob],
     writes: dict[PackedBlob, list[_Write]],
+    files: _Files,
 ) -> list[tuple[Path, int]]:
     """Decode the blobs of ``run`` and write them; (file, bytes) for every write made."""
-    view = memoryview(data)
     done: list[tuple[Path, int]] = []
-    for blob in run:
-        at = blob.offset - start
-        plain = decode_blob(repo.key, blob, bytes(view[at : at + blob.length]), pack_id)
-        for write in writes[blob]:
-            fd = os.open(write.path, os.O_WRONLY | os.O_NOFOLLOW)
-            try:
-                os.pwrite(fd, plain, write.offset)
-            finally:
-                os.close(fd)
-            done.append((write.path, len(plain)))
+    with memoryview(data) as view:
+        for blob in run:
+            at = blob.offset - start
+            plain = decode_view(key, blob, view[at : at + blob.length], pack_id)
+            for write in writes[blob]:
+                files.write(write.path, plain, write.offset)
+                done.append((write.path, len(plain)))
     return done
+
+
+def decode_view(key: Key, blob: PackedBlob, stored: memoryview, pack_id: str = "?") -> bytes:
+    """The verified plaintext of ``blob`` from its encrypted bytes (what ``pack.decode_blob`` does, without
+    copying ``stored`` first: the MAC and the decryption read the span in place)."""
+    where = f"pack {pack_id}: {blob.type} blob {blob.id}"
+    if len(stored) != blob.length:
+        raise IntegrityError(f"{where}: read {len(stored)} bytes, expected {blob.length}")
+    if len(stored) < OVERHEAD:
+        raise IntegrityError(f"{where}: ciphertext too short")
+    iv = bytes(stored[:IV_SIZE])
+    ciphertext = stored[IV_SIZE:-MAC_SIZE]
+    ecb = Cipher(algorithms.AES(key.mac_k), modes.ECB()).encryptor()
+    try:
+        Poly1305.verify_tag(key.mac_r + ecb.update(iv) + ecb.finalize(), ciphertext, bytes(stored[-MAC_SIZE:]))
+    except InvalidSignature:
+        raise IntegrityError(f"{where}: ciphertext verification failed") from None
+    plain = Cipher(algorithms.AES(key.encrypt), modes.CTR(iv)).decryptor().update(ciphertext)
+    if blob.uncompressed_length is not None:
+        try:
+            plain = zstandard.ZstdDecompressor().decompress(plain, max_output_size=blob.uncompressed_length)
+        except zstandard.ZstdError as e:
+            raise IntegrityError(f"{where}: cannot decompress: {e}") from None
+        if len(plain) != blob.uncompressed_length:
+            raise IntegrityError(f"{where}: decompressed to {len(plain)} bytes, expected {blob.uncompressed_length}")
+    if hashlib.sha256(plain).hexdigest() != blob.id:
+        raise IntegrityError(f"{where}: content does not hash to its id")
+    return plain
 
 
 def _finish_metadata(plan: _Plan, as_root: bool) -> None:

@@ -56,7 +56,7 @@ import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date
 from typing import Any
 
 # Go's os.FileMode type bits.
@@ -88,12 +88,23 @@ class GoTime:
     offset: int = 0
 
     def to_json(self) -> str:
-        """Go's ``MarshalJSON`` text (RFC 3339 with trimmed nanoseconds), without quotes."""
+        """Go's ``MarshalJSON`` text (RFC 3339 with trimmed nanoseconds), without quotes.
+
+        Remembered on the instance (not a field: equality, order and hashing ignore it): a time read from a
+        tree in Go's own form is that text already (:meth:`from_json`), and re-encoding an unchanged node
+        reuses it instead of formatting it again.
+        """
+        cached: str | None = self.__dict__.get("_json")
+        if cached is not None:
+            return cached
+        text = self._format()
+        object.__setattr__(self, "_json", text)
+        return text
+
+    def _format(self) -> str:
         secs, nanos = divmod(self.unix_ns, _NS)
-        local = datetime(1970, 1, 1) + timedelta(seconds=secs + self.offset)
-        text = (
-            f"{local.year:04d}-{local.month:02d}-{local.day:02d}T{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
-        )
+        days, rest = divmod(secs + self.offset, 86400)
+        text = f"{_day_text(days)}T{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
         if nanos:
             text += "." + f"{nanos:09d}".rstrip("0")
         if self.offset == 0:
@@ -108,14 +119,23 @@ class GoTime:
         if m is None:
             raise ValueError(f"not an RFC 3339 time: {text!r}")
         year, month, day, hour, minute, second, frac, zone = m.groups()
-        naive = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+        h, mi, sec = int(hour), int(minute), int(second)
+        if h > 23 or mi > 59 or sec > 59:
+            raise ValueError(f"not an RFC 3339 time: {text!r}")
         offset = 0
         if zone not in ("Z", "z"):
             sign = -1 if zone[0] == "-" else 1
             offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-        secs = (naive - datetime(1970, 1, 1)) // timedelta(seconds=1) - offset
-        nanos = int((frac or "").ljust(9, "0")[:9] or 0)
-        return cls(secs * _NS + nanos, offset)
+        secs = _epoch_days(year, month, day) * 86400 + h * 3600 + mi * 60 + sec - offset
+        nanos = int(frac.ljust(9, "0")[:9]) if frac else 0
+        result = cls(secs * _NS + nanos, offset)
+        if (
+            text[10] == "T"
+            and (zone == "Z" if offset == 0 else int(zone[4:6]) < 60)
+            and (frac is None or (len(frac) <= 9 and frac[-1] != "0"))
+        ):
+            object.__setattr__(result, "_json", text)  # Go's canonical form: exactly what _format gives
+        return result
 
     @classmethod
     def local(cls, unix_ns: int) -> GoTime:
@@ -125,6 +145,26 @@ class GoTime:
         except (OverflowError, OSError, ValueError):
             offset = 0
         return cls(unix_ns, offset)
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+@functools.lru_cache(maxsize=4096)
+def _epoch_days(year: str, month: str, day: str) -> int:
+    """Days from 1970-01-01 to that date (cached: a tree's times fall on few dates; parsing dominated the
+    walk of an unchanged backup). ``ValueError`` for a date that does not exist."""
+    return date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_text(days: int) -> str:
+    """``YYYY-MM-DD`` of the day ``days`` after 1970-01-01 (cached, as :func:`_epoch_days`)."""
+    try:
+        day = date.fromordinal(days + _EPOCH_ORDINAL)
+    except ValueError:
+        raise OverflowError(f"date out of range: {days} days after 1970-01-01") from None
+    return f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
 
 
 _RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)")
@@ -339,33 +379,43 @@ def _loads(data: bytes) -> Any:
 
 
 def node_from_json(item: Mapping[str, Any]) -> Node:
-    content = item.get("content")
-    attrs = tuple(
-        ExtendedAttribute(str(a["name"]), base64.b64decode(a.get("value") or ""))
-        for a in item.get("extended_attributes") or []
+    get = item.get
+    content = get("content")
+    raw_attrs = get("extended_attributes")
+    attrs = (
+        tuple(ExtendedAttribute(str(a["name"]), base64.b64decode(a.get("value") or "")) for a in raw_attrs)
+        if raw_attrs
+        else ()
     )
-    return Node(
-        name=go_unquote(str(item.get("name", ""))),
-        type=str(item.get("type", "")),
-        mode=int(item.get("mode") or 0),
-        mtime=_time(item.get("mtime")),
-        atime=_time(item.get("atime")),
-        ctime=_time(item.get("ctime")),
-        uid=int(item.get("uid") or 0),
-        gid=int(item.get("gid") or 0),
-        user=str(item.get("user") or ""),
-        group=str(item.get("group") or ""),
-        inode=int(item.get("inode") or 0),
-        device_id=int(item.get("device_id") or 0),
-        size=int(item.get("size") or 0),
-        links=int(item.get("links") or 0),
-        linktarget=str(item.get("linktarget") or ""),
+    mtime_text, atime_text = get("mtime"), get("atime")
+    mtime = _time(mtime_text)
+    subtree = get("subtree")
+    # Node's frozen-dataclass __init__ sets its 20 fields one object.__setattr__ at a time; filling __dict__
+    # at once builds the same object several times faster (this runs for every node of every parent tree).
+    node: Node = object.__new__(Node)
+    node.__dict__.update(
+        name=go_unquote(str(get("name", ""))),
+        type=str(get("type", "")),
+        mode=int(get("mode") or 0),
+        mtime=mtime,
+        atime=mtime if atime_text == mtime_text else _time(atime_text),  # restic's default: atime = mtime
+        ctime=_time(get("ctime")),
+        uid=int(get("uid") or 0),
+        gid=int(get("gid") or 0),
+        user=str(get("user") or ""),
+        group=str(get("group") or ""),
+        inode=int(get("inode") or 0),
+        device_id=int(get("device_id") or 0),
+        size=int(get("size") or 0),
+        links=int(get("links") or 0),
+        linktarget=str(get("linktarget") or ""),
         extended_attributes=attrs,
-        device=int(item.get("device") or 0),
-        content=None if content is None else tuple(str(c) for c in content),
-        subtree=None if item.get("subtree") is None else str(item["subtree"]),
-        error=str(item.get("error") or ""),
+        device=int(get("device") or 0),
+        content=None if content is None else tuple(map(str, content)),
+        subtree=None if subtree is None else str(subtree),
+        error=str(get("error") or ""),
     )
+    return node
 
 
 def _time(value: Any) -> GoTime:
