@@ -839,21 +839,19 @@ def forget(
     from datetime import UTC, datetime
 
     from kubestash.api.storage import RetentionPolicySpec, SuccessfulSnapshotsKeepPolicy
-    from kubestash.engine.native.prune import plan_forget, resolve_snapshots
-    from kubestash.engine.native.store import writable
+    from kubestash.engine.native.prune import delete_snapshots, plan_forget, resolve_snapshots
 
     # With --json, stdout carries only restic's forget JSON; prune's progress goes to stderr.
     def say(line: str) -> None:
         click.echo(line, err=opts.json)
 
     async def work(repository: NativeRepository) -> None:
-        out = writable(repository.store)
         snapshots = await repository.snapshots()
         if snapshot_ids:
             removed = resolve_snapshots(snapshots, snapshot_ids)
+            if not dry_run:
+                await delete_snapshots(repository, removed)
             for s in removed:
-                if not dry_run:
-                    await out.delete(path_of("snapshots", s.id))
                 say(f"{'would have removed' if dry_run else 'removed'} snapshot {s.short_id}")
         elif not any(counts.values()):
             say("no policy was specified, no snapshots will be removed")
@@ -884,8 +882,7 @@ def forget(
                 oldest_first = sorted(removed, key=lambda s: (s.time, s.id))
                 click.echo("{" + " ".join(s.short_id for s in oldest_first) + "}\n")
             if not dry_run:
-                for s in removed:
-                    await out.delete(path_of("snapshots", s.id))
+                await delete_snapshots(repository, removed)
         if then_prune and removed:
             say(f"{len(removed)} snapshots have been removed, running prune")
             await _run_prune(repository, fraction, dry_run, [s.id for s in removed], say)

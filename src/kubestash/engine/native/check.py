@@ -26,9 +26,9 @@ import asyncio
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from kubestash.backends.base import BackendError
 from kubestash.engine.native.crypto import OVERHEAD, CryptoError
@@ -44,7 +44,7 @@ from kubestash.engine.native.pack import (
     parse_header,
     read_header,
 )
-from kubestash.engine.native.repository import NativeRepository, index_entries
+from kubestash.engine.native.repository import NativeRepository, bounded, index_entries
 from kubestash.engine.native.store import StoreError, path_of
 from kubestash.engine.native.tree import go_unquote
 
@@ -57,8 +57,6 @@ FILE_CONCURRENCY = 8
 
 _LOAD_ERRORS = (IntegrityError, StoreError, BackendError, CryptoError, ValueError, KeyError, TypeError, OSError)
 """What reading damaged or missing repository data raises; anything else is a bug and propagates."""
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,17 +85,6 @@ class CheckReport:
 class _State:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-async def _bounded(items: Iterable[T], work: Callable[[T], Awaitable[None]], limit: int) -> None:
-    """Run ``work`` on every item, at most ``limit`` at a time (workers pull from one iterator)."""
-    iterator = iter(items)
-
-    async def worker() -> None:
-        for item in iterator:
-            await work(item)
-
-    await asyncio.gather(*(worker() for _ in range(limit)))
 
 
 async def check(
@@ -143,7 +130,7 @@ async def _load_index(repo: NativeRepository, state: _State) -> dict[str, set[Pa
         for entry in entries:
             packs[entry.pack_id].add(entry.blob)
 
-    await _bounded(await repo.store.list("index"), one, FILE_CONCURRENCY)
+    await bounded(await repo.store.list("index"), one, FILE_CONCURRENCY)
     state.errors += sorted(errors)
     return dict(packs)
 
@@ -168,7 +155,7 @@ async def _check_packs(
         except _LOAD_ERRORS as e:
             errors.append(f"pack {pack_id}: cannot read: {_reason(e)}")
 
-    await _bounded(sorted(packs.keys() & stored), one, PACK_CONCURRENCY)
+    await bounded(sorted(packs.keys() & stored), one, PACK_CONCURRENCY)
     state.errors += sorted(errors)
 
 
@@ -258,7 +245,7 @@ async def _check_snapshots(
         except _LOAD_ERRORS as e:
             errors.append(f"snapshot {name}: cannot load: {_reason(e)}")
 
-    await _bounded(names, load, FILE_CONCURRENCY)
+    await bounded(names, load, FILE_CONCURRENCY)
     seen: set[str] = set()
     queue: asyncio.Queue[_TreeRef] = asyncio.Queue()
     for ref in sorted(roots, key=lambda r: r.snapshot):

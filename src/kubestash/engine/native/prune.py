@@ -44,10 +44,9 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
 
 from kubestash.api.retention import SnapshotRecord, apply_retention_policy
 from kubestash.api.storage import RetentionPolicySpec
@@ -70,6 +69,7 @@ from kubestash.engine.native.repository import (
     RepositoryError,
     SnapshotInfo,
     SnapshotNotFoundError,
+    bounded,
     index_entries,
 )
 from kubestash.engine.native.store import WritableStore, path_of, writable
@@ -87,8 +87,6 @@ DELETE_CONCURRENCY = 8
 Handle = tuple[str, BlobType]
 """A blob as restic identifies it: id and type."""
 Progress = Callable[[str], None]
-
-T = TypeVar("T")
 
 
 class PruneError(RepositoryError):
@@ -120,10 +118,15 @@ async def forget(repo: NativeRepository, snapshot_ids: Sequence[str]) -> list[st
     Every name is resolved before anything is deleted, so one unknown or ambiguous name removes nothing.
     """
     found = resolve_snapshots(await repo.snapshots(), snapshot_ids)
-    out = writable(repo.store)
-    for snapshot in found:
-        await out.delete(path_of("snapshots", snapshot.id))
+    await delete_snapshots(repo, found)
     return [s.id for s in found]
+
+
+async def delete_snapshots(repo: NativeRepository, snapshots: Iterable[SnapshotInfo]) -> None:
+    """Remove the snapshot files (their data stays until a prune)."""
+    out = writable(repo.store)
+    for snapshot in snapshots:
+        await out.delete(path_of("snapshots", snapshot.id))
 
 
 @dataclass(frozen=True)
@@ -187,9 +190,7 @@ async def forget_by_policy(
     kept = [s for g in groups for s in g.keep]
     removed = [s for g in groups for s in g.remove]
     if not dry_run:
-        out = writable(repo.store)
-        for snapshot in removed:
-            await out.delete(path_of("snapshots", snapshot.id))
+        await delete_snapshots(repo, removed)
     return kept, removed
 
 
@@ -317,16 +318,6 @@ def _max_unused_bytes(max_unused: float, used: int) -> float:
     return used * max_unused / (1 - max_unused)
 
 
-async def _bounded(items: Iterable[T], work: Callable[[T], Awaitable[None]], limit: int) -> None:
-    iterator = iter(items)
-
-    async def worker() -> None:
-        for item in iterator:
-            await work(item)
-
-    await asyncio.gather(*(worker() for _ in range(limit)))
-
-
 async def _load_index(repo: NativeRepository) -> tuple[list[str], dict[str, list[PackedBlob]]]:
     """(index file names, pack → its blobs in offset order); also refreshes ``repo.index``."""
     names = await repo.store.list("index")
@@ -335,7 +326,7 @@ async def _load_index(repo: NativeRepository) -> tuple[list[str], dict[str, list
     async def one(name: str) -> None:
         docs[name] = load_json(repo.key, await repo.store.get(path_of("index", name)))
 
-    await _bounded(names, one, FILE_CONCURRENCY)
+    await bounded(names, one, FILE_CONCURRENCY)
     packs: dict[str, dict[PackedBlob, None]] = defaultdict(dict)
     index: dict[str, IndexEntry] = {}
     for name in names:
@@ -549,7 +540,7 @@ async def _repack(
                 if writer.size >= pack_size:
                     await upload(writer.finish())
 
-    await _bounded(plan.repack, one, PACK_CONCURRENCY)
+    await bounded(plan.repack, one, PACK_CONCURRENCY)
     for writer in writers.values():
         if writer.count:
             await upload(writer.finish())
@@ -578,7 +569,7 @@ async def _delete_all(out: WritableStore, paths: Iterable[str]) -> None:
     async def one(path: str) -> None:
         await out.delete(path)
 
-    await _bounded(list(paths), one, DELETE_CONCURRENCY)
+    await bounded(list(paths), one, DELETE_CONCURRENCY)
 
 
 async def prune(

@@ -14,10 +14,10 @@ import asyncio
 import calendar
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kubestash.engine.native.crypto import CryptoError, Key, open_key_file
 from kubestash.engine.native.files import load_json
@@ -26,6 +26,7 @@ from kubestash.engine.native.store import Store, path_of
 from kubestash.engine.native.tree import Node, decode_tree
 
 _READ_CONCURRENCY = 8
+T = TypeVar("T")
 
 
 class RepositoryError(Exception):
@@ -227,6 +228,17 @@ class NativeRepository:
             return decode_tree(data)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IntegrityError(f"tree {tree_id} is not a valid tree: {exc}") from None
+
+
+async def bounded(items: Iterable[T], work: Callable[[T], Awaitable[None]], limit: int) -> None:
+    """Run ``work`` on every item, at most ``limit`` at a time (workers pull from one iterator)."""
+    iterator = iter(items)
+
+    async def worker() -> None:
+        for item in iterator:
+            await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(limit)))
 
 
 async def find_key(store: Store, password: str) -> Key:
