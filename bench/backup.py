@@ -973,7 +973,7 @@ def run(
             f"{SESSION_POLL_S}s) to first seeing it Succeeded; reference = restic init + first backup. "
             "`first_backup_from_apply` also counts the BackupConfiguration becoming Ready and the Repository init.",
             "incremental ratio: ours = wall time of the `kubestash trigger --wait` process (CLI start-up, create, "
-            "its 0.5 s status polling); reference = the second plain restic backup.",
+            "its status polling, every 0.05 s); reference = the second plain restic backup.",
             "latency: BackupSession created directly with lightkube (the same manifest `trigger` sends); time from "
             f"just before the create call until a poll (every {LATENCY_POLL_S * 1000:.0f} ms) reads the Snapshot's "
             "status.phase Succeeded. Judged on the median; `latency_1mb_s_max` judges the worst run.",

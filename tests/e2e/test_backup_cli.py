@@ -159,6 +159,12 @@ def test_trigger_selected_sessions_and_unknown_session(server: ServerProcess, ku
     assert missing.returncode == 1
     assert f"BackupConfiguration {ns}/nope not found" in missing.stderr
 
+    # `-nNS` is left to click (the fast path reads only plain forms): the same lines and exit codes.
+    for fast in (bad, missing):
+        args = ["nope"] if fast is missing else ["app-backup", "--sessions", "daily,weekly"]
+        slow = cli(server, "trigger", f"-n{ns}", *args)
+        assert (slow.returncode, slow.stdout, slow.stderr) == (fast.returncode, fast.stdout, fast.stderr)
+
 
 def test_kubeconfig_from_environment(server: ServerProcess, kube: Client, ns: str, tmp_path: Path) -> None:
     env = {**os.environ, "KUBECONFIG": str(server.kubeconfig), "HOME": str(tmp_path)}

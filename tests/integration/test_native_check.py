@@ -233,3 +233,54 @@ def _reachable(repo: NativeRepository, tree_id: str) -> set[str]:
             found |= _reachable(repo, node.subtree)
         found |= set(node.content or ())
     return found
+
+
+def test_the_check_after_an_incremental_backup_costs_what_changed_and_still_sees_lost_packs(tmp_path: Path) -> None:
+    """The engine checks a backup's snapshot in the same process: trees the backup read from the parent and
+    kept are not read again (the check costs what changed), yet a pack lost since the last backup, or one
+    with the wrong size, fails that check, and a later check of the same snapshot reads everything."""
+    from kubestash.engine.base import RepositoryTarget
+    from kubestash.engine.native.engine import NativeEngine
+
+    tree = make_tree(tmp_path / "src")
+    for i in range(30):
+        (tree / "sub" / f"file-{i}.bin").write_bytes(os.urandom(20_000))
+    target = RepositoryTarget(url=str(tmp_path / "repo"), password=PASSWORD, secrets=(PASSWORD,))
+    engine = NativeEngine()
+    loaded: list[str] = []
+
+    async def run() -> None:
+        await engine.init(target)
+        first = await engine.backup(target, [tree])
+        assert (await engine.check(target, snapshots=[first.snapshot_id])).ok
+
+        (tree / "a.txt").write_bytes(b"changed\n")  # only the top directory changes
+        original = NativeRepository.load_blob
+
+        async def counting(self: NativeRepository, blob_id: str) -> bytes:
+            loaded.append(blob_id)
+            return await original(self, blob_id)
+
+        NativeRepository.load_blob = counting  # type: ignore[method-assign]
+        try:
+            second = await engine.backup(target, [tree])
+            loaded.clear()
+            result = await engine.check(target, snapshots=[second.snapshot_id])
+            assert result.ok, result.message
+            incremental = len(loaded)
+            loaded.clear()
+            assert (await engine.check(target, snapshots=[second.snapshot_id])).ok
+            assert incremental < len(loaded), (incremental, len(loaded))  # sub/ and sub/deeper/ were not re-read
+        finally:
+            NativeRepository.load_blob = original  # type: ignore[method-assign]
+
+        repo = await NativeRepository.open(LocalStore(target_path), PASSWORD)
+        victim = sorted(e.pack_id for e in repo.index.values() if e.blob.type == "data" and e.blob.length > 10_000)[0]
+        (target_path / path_of("data", victim)).unlink()
+        os.utime(tree / "a.txt")  # a new backup, still with the sub/ trees kept from the parent
+        third = await engine.backup(target, [tree])
+        lost = await engine.check(target, snapshots=[third.snapshot_id])
+        assert not lost.ok and victim in lost.message, lost.message
+
+    target_path = Path(target.url)
+    asyncio.run(run())

@@ -170,6 +170,24 @@ def test_time_round_trip(t: GoTime) -> None:
     assert not text.endswith("0Z") or "." not in text  # trailing zeros trimmed
 
 
+@given(go_times, st.sampled_from(["", "0", "00", "+00:00", "z", "t", "-00:00", ".", " "]), st.integers(0, 30))
+def test_fast_time_parsing_agrees_with_the_general_parser(t: GoTime, mangle: str, at: int) -> None:
+    """Go's own text takes a slicing fast path; any other text must parse (or fail) exactly as before."""
+    from kubestash.engine.native import tree as tree_module
+
+    text = t.to_json()
+    variants = [text, text[:at] + mangle + text[at:], text.replace("Z", mangle), text.replace("T", mangle, 1)]
+    for variant in variants:
+        fast = tree_module.parse_go_text(variant)
+        try:
+            general: GoTime | None = GoTime.parse(variant)
+        except ValueError:
+            general = None
+        if fast is not None:
+            assert fast == general, variant
+            assert fast.to_json() == variant  # only canonical text takes the fast path
+
+
 def test_time_table() -> None:
     assert GoTime(1_700_000_000 * 10**9).to_json() == "2023-11-14T22:13:20Z"
     assert GoTime(1_700_000_001_000_000_123).to_json() == "2023-11-14T22:13:21.000000123Z"
@@ -213,6 +231,20 @@ def test_encode_decode_round_trip(items: list[Node]) -> None:
     assert decoded == sorted(items, key=lambda n: n.name.encode())
     assert encode_tree(decoded) == blob
     assert json.loads(blob)["nodes"] == [json.loads(encode_tree([n])[10:-3]) for n in decoded]
+
+
+@given(nodes)
+def test_a_nodes_json_is_reused_only_when_it_is_what_encoding_gives(node: Node) -> None:
+    """An unchanged parent node's JSON goes into the new tree as it was read (no parse, no re-encoding), but
+    only when that is byte for byte what encoding the node gives; otherwise the caller encodes it."""
+    from kubestash.engine.native.tree import encode_node, item_json
+
+    text = encode_node(node)
+    reused = item_json(json.loads(text))
+    assert reused is None or reused == text
+    if node.name.isalnum() and node.user.isalnum() and node.group.isalnum() and not node.linktarget:
+        plain = Node(node.name, "file", mode=0o644, mtime=node.mtime, atime=node.mtime, ctime=node.ctime, size=1)
+        assert item_json(json.loads(encode_node(plain))) == encode_node(plain)
 
 
 @given(

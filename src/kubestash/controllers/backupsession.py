@@ -13,6 +13,7 @@ final phase. Everything is level-triggered: a restart continues from what status
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections.abc import Callable
@@ -136,14 +137,15 @@ class BackupSessionReconciler:
             await patch_status(self.client, "BackupSession", name, namespace, status)
 
         deadline = parse_time(status.get("backupDeadline"))
-        if deadline is not None and now >= deadline:
-            await self.executor.kill_owned_by(key, f"the backup did not finish within backupTimeout {timeout}")
-        target = _target(bc, namespace)
-        if not await target_exists(self.client, target, namespace):
-            what = f"{target.kind} {target.namespace}/{target.name}"
-            await self.executor.kill_owned_by(key, f"the target {what} was deleted while the backup ran")
-        for snap in snapshots:
-            await self._collect_exits(key, snap)
+        if not all(_reported(snap) for snap in snapshots):  # else nothing is left to stop or to fail
+            if deadline is not None and now >= deadline:
+                await self.executor.kill_owned_by(key, f"the backup did not finish within backupTimeout {timeout}")
+            target = _target(bc, namespace)
+            if not await target_exists(self.client, target, namespace):
+                what = f"{target.kind} {target.namespace}/{target.name}"
+                await self.executor.kill_owned_by(key, f"the target {what} was deleted while the backup ran")
+            for snap in snapshots:
+                await self._collect_exits(key, snap)
 
         status["snapshots"] = [
             {**entry, "phase": ((snap or {}).get("status") or {}).get("phase") or "Pending"}
@@ -275,25 +277,34 @@ class BackupSessionReconciler:
     ) -> None:
         conditions = status["conditions"]
         namespace = data["metadata"]["namespace"]
-        results = []
-        for repo in session.repositories or []:
-            backend = next((b for b in bc.spec.backends or [] if b.name == repo.backend), None)
-            ref = backend.retention_policy if backend else None
-            if ref is None:
-                continue
-            entry: dict[str, Any] = {
-                "ref": {"name": ref.name, "namespace": ref.namespace or namespace},
-                "repository": repo.name,
-            }
+
+        async def retention(repository: str, name: str, policy_namespace: str) -> dict[str, Any]:
+            entry: dict[str, Any] = {"ref": {"name": name, "namespace": policy_namespace}, "repository": repository}
             try:
-                removed = await self._apply_retention(namespace, repo.name, ref.name, ref.namespace or namespace, now)
+                removed = await self._apply_retention(namespace, repository, name, policy_namespace, now)
                 entry["phase"] = "Applied"
                 if removed:
                     log.info("retention removed %s", ", ".join(removed))
             except (ApiError, ValueError) as exc:
                 entry["phase"] = "FailedToApply"
                 entry["error"] = exc.status.message if isinstance(exc, ApiError) else str(exc)
-            results.append(entry)
+            return entry
+
+        async def history() -> ApiError | None:
+            try:
+                await self._clean_history(data, session)
+            except ApiError as exc:
+                return exc
+            return None
+
+        policies = []
+        for repo in session.repositories or []:
+            backend = next((b for b in bc.spec.backends or [] if b.name == repo.backend), None)
+            ref = backend.retention_policy if backend else None
+            if ref is not None:
+                policies.append(retention(repo.name, ref.name, ref.namespace or namespace))
+        # Each repository's retention and the history cleanup touch different objects: done at once.
+        results, failed = await asyncio.gather(asyncio.gather(*policies), history())
         status["retentionPolicy"] = results
         if results:
             set_condition(
@@ -303,8 +314,7 @@ class BackupSessionReconciler:
                 cond.REASON_RETENTION_POLICY_EXECUTOR_ENSURED,
                 "retention policy applied",
             )
-        try:
-            await self._clean_history(data, session)
+        if failed is None:
             set_condition(
                 conditions,
                 cond.SESSION_HISTORY_CLEANED,
@@ -312,13 +322,13 @@ class BackupSessionReconciler:
                 cond.REASON_SESSION_HISTORY_CLEANED,
                 "Successfully cleaned up backup history",
             )
-        except ApiError as exc:
+        else:
             set_condition(
                 conditions,
                 cond.SESSION_HISTORY_CLEANED,
                 "False",
                 cond.REASON_SESSION_HISTORY_CLEAN_FAILED,
-                exc.status.message or "failed",
+                failed.status.message or "failed",
             )
 
     async def _apply_retention(
@@ -418,6 +428,12 @@ class BackupSessionReconciler:
 
 def _components(snap: dict[str, Any] | None) -> list[str]:
     return sorted(((snap or {}).get("status") or {}).get("components") or {})
+
+
+def _reported(snap: dict[str, Any] | None) -> bool:
+    """Whether every component of the Snapshot has reported its result (its process has nothing left to do)."""
+    components = ((snap or {}).get("status") or {}).get("components") or {}
+    return bool(components) and all(c.get("phase") in ("Succeeded", "Failed") for c in components.values())
 
 
 def _target(bc: BackupConfiguration, namespace: str) -> Any:

@@ -17,6 +17,7 @@ every ``sync_interval``, which is also how data written by another cluster shows
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from kubestash.api.storage import Backend, BackupStorage, Repository, Snapshot
 from kubestash.backends.base import BackendError, ObjectBackend
 from kubestash.controllers.common import (
     FINALIZER,
+    abandon,
     ensure_finalizer,
     load_secret,
     patch_status,
@@ -70,20 +72,29 @@ async def repository_secrets(
     client: AsyncClient, storage: BackupStorage, repository: Repository
 ) -> tuple[dict[str, bytes] | None, dict[str, bytes]]:
     """The storage Secret's data (None when the storage needs none) and the encryption Secret's data."""
-    storage_secret = None
     name = secret_name(storage.spec.storage)
-    if name:
-        storage_secret = await load_secret(client, storage.namespace, name)
-        if storage_secret is None:
-            raise SecretMissing(f'storage Secret "{storage.namespace}/{name}" not found')
     ref = repository.spec.encryption_secret
-    if ref is None or not ref.name:
-        raise SecretMissing(f"Repository {repository.name} has no encryptionSecret")
-    namespace = ref.namespace or repository.namespace
-    encryption = await load_secret(client, namespace, ref.name)
-    if encryption is None:
-        raise SecretMissing(f'encryption Secret "{namespace}/{ref.name}" not found')
-    return storage_secret, encryption
+    namespace = (ref.namespace if ref else None) or repository.namespace
+    # Both Secrets are read at once; what is reported missing is what reading them in turn would find first.
+    loads = [
+        asyncio.ensure_future(load_secret(client, ns, secret))
+        for ns, secret in ((storage.namespace, name), (namespace, ref.name if ref else None))
+        if secret
+    ]
+    try:
+        storage_secret = None
+        if name:
+            storage_secret = await loads.pop(0)
+            if storage_secret is None:
+                raise SecretMissing(f'storage Secret "{storage.namespace}/{name}" not found')
+        if ref is None or not ref.name:
+            raise SecretMissing(f"Repository {repository.name} has no encryptionSecret")
+        encryption = await loads.pop(0)
+        if encryption is None:
+            raise SecretMissing(f'encryption Secret "{namespace}/{ref.name}" not found')
+        return storage_secret, encryption
+    finally:
+        abandon(*loads)  # not awaited: an earlier one failed
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Mapping
@@ -57,6 +58,18 @@ def has_condition(conditions: list[dict[str, Any]], type_: str, status: str | No
 
 def remove_condition(conditions: list[dict[str, Any]], type_: str) -> None:
     conditions[:] = [c for c in conditions if c.get("type") != type_]
+
+
+def abandon(*futures: asyncio.Future[Any] | None) -> None:
+    """Cancel the reads still running that nobody will wait for (another read failed first); the failure of
+    one that already ended is taken here, so asyncio does not log it as never retrieved."""
+    for future in futures:
+        if future is None:
+            continue
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
 
 async def get_or_none(

@@ -93,7 +93,7 @@ class Operator:
         self.sessions = Informer(client, by_kind("BackupSession"))
         self.snapshots = Informer(client, by_kind("Snapshot"))
         self.restores = Informer(client, by_kind("RestoreSession"))
-        self.executor = LocalExecutor(self._process_exited)
+        self.executor = LocalExecutor(self._process_exited, kubeconfig=str(kubeconfig) if kubeconfig else None)
 
         self.backup_storages = Controller(
             "backupstorage",

@@ -17,6 +17,7 @@ component repository and prunes, then removes its metadata file; ``Delete`` remo
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import tempfile
@@ -97,10 +98,24 @@ class SnapshotReconciler:
             status.setdefault("snapshotTime", rfc3339(self.clock()))
             status["phase"] = components_phase
             repo = self._repository(snap)
-            try:
-                if repo is None:
-                    raise NotReadyYet(f"Repository {snap.spec.repository} not found")
-                await self._upload(repo, {**data, "status": status})
+            current = {**data, "status": status}
+
+            async def upload() -> NotReadyYet | BackendError | None:
+                try:
+                    if repo is None:
+                        raise NotReadyYet(f"Repository {snap.spec.repository} not found")
+                    await self._upload(repo, current)
+                except (NotReadyYet, BackendError) as exc:
+                    return exc
+                return None
+
+            async def summarise() -> None:
+                if repo is not None:
+                    await self._summarise(repo, current)
+
+            # The metadata in the backend and the Repository's summary are independent: written at once.
+            failure, _ = await asyncio.gather(upload(), summarise())
+            if failure is None:
                 set_condition(
                     conditions,
                     cond.SNAPSHOT_METADATA_UPLOADED,
@@ -108,9 +123,9 @@ class SnapshotReconciler:
                     cond.REASON_SNAPSHOT_METADATA_UPLOADED,
                     "Snapshot metadata uploaded to the backend",
                 )
-            except (NotReadyYet, BackendError) as exc:
+            else:
                 retry = True
-                message = f"{exc.reason}: {exc.message}" if isinstance(exc, BackendError) else str(exc)
+                message = f"{failure.reason}: {failure.message}" if isinstance(failure, BackendError) else str(failure)
                 set_condition(
                     conditions,
                     cond.SNAPSHOT_METADATA_UPLOADED,
@@ -119,7 +134,6 @@ class SnapshotReconciler:
                     message,
                 )
             if repo is not None:
-                await self._summarise(repo, {**data, "status": status})
                 set_condition(
                     conditions,
                     cond.RECENT_SNAPSHOT_LIST_UPDATED,

@@ -45,18 +45,25 @@ class _Run:
     process: asyncio.subprocess.Process
     returncode: int | None = None
     killed_for: str | None = None
+    done_with: bool = False
+    """Its owner forgot it while it still ran (reported, but not exited yet)."""
 
 
 ExitCallback = Callable[[Invocation, int, str | None], None]
 
 
 class LocalExecutor:
-    def __init__(self, on_exit: ExitCallback | None = None, *, warm: int = 2) -> None:
+    def __init__(self, on_exit: ExitCallback | None = None, *, warm: int = 2, kubeconfig: str | None = None) -> None:
+        """``warm`` task processes are kept ready; ``kubeconfig`` is the one the tasks are given, so that those
+        processes can make their API client (and connection) before their task arrives."""
         self._on_exit = on_exit
         self._runs: dict[str, _Run] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._warm: list[asyncio.subprocess.Process] = []
         self._warm_size = warm
+        self._warm_argv = task_command("warm", *(("--kubeconfig", kubeconfig) if kubeconfig else ()))
+        self._refilling = asyncio.Lock()
+        self._stopped = False
 
     def set_exit_callback(self, on_exit: ExitCallback) -> None:
         self._on_exit = on_exit
@@ -98,6 +105,10 @@ class LocalExecutor:
         A task command gets a pre-started process that has already imported the task runner (about 0.6 s
         of every backup otherwise): it reads its arguments from stdin. It is still one fresh process per
         task, with the same exit codes and signals; only the interpreter start-up happened earlier.
+
+        The used process is replaced at once when the pool runs empty, else once runs are forgotten (their
+        sessions ended): a new interpreter's start-up is most of a second of CPU that would otherwise compete
+        with the task that just started.
         """
         if invocation.key in self._runs:
             return False
@@ -116,7 +127,7 @@ class LocalExecutor:
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
         log.info("started %s (pid %d)", invocation.key, process.pid)
-        if task_args is not None:
+        if task_args is not None and not self._warm:
             await self._refill()
         return True
 
@@ -125,11 +136,20 @@ class LocalExecutor:
         await self._refill()
 
     async def _refill(self) -> None:
-        while len(self._warm) < self._warm_size:
-            warm = await asyncio.create_subprocess_exec(
-                *task_command("warm"), stdin=asyncio.subprocess.PIPE, start_new_session=True
-            )
-            self._warm.append(warm)
+        async with self._refilling:  # one at a time: two refills would both see room and overfill
+            while len(self._warm) < self._warm_size and not self._stopped:
+                warm = await asyncio.create_subprocess_exec(
+                    *self._warm_argv, stdin=asyncio.subprocess.PIPE, start_new_session=True
+                )
+                self._warm.append(warm)
+
+    def _refill_later(self) -> None:
+        """Top the pool up in the background (nobody is waiting for it)."""
+        if len(self._warm) >= self._warm_size or self._stopped:
+            return
+        task = asyncio.get_running_loop().create_task(self._refill(), name="executor-refill")
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
 
     async def _spawn(self, argv: Sequence[str], env: dict[str, str]) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
@@ -150,15 +170,24 @@ class LocalExecutor:
         )
 
     def forget(self, keys: Sequence[str]) -> None:
+        """Drop finished runs; their owner is done with them (a pre-started process replaces each once it exited)."""
+        forgot = False
         for key in keys:
             run = self._runs.get(key)
             if run is not None and run.returncode is not None:
                 del self._runs[key]
+                forgot = True
+            elif run is not None:
+                run.done_with = True
+        if forgot:
+            self._refill_later()
 
     async def stop(self) -> None:
         """Stop every task still running: on this machine they would otherwise outlive the operator unseen."""
+        self._stopped = True
         await asyncio.gather(*(self.kill(k, "the operator stopped") for k in list(self._runs)))
-        warm, self._warm = self._warm, []
+        async with self._refilling:
+            warm, self._warm = self._warm, []
         await asyncio.gather(*(_terminate(p) for p in warm))
         for task in list(self._watchers):
             task.cancel()
@@ -169,6 +198,8 @@ class LocalExecutor:
         code = await run.process.wait()
         run.returncode = code
         log.info("%s exited with %d", run.invocation.key, code)
+        if run.done_with:
+            self._refill_later()
         if self._on_exit is not None:
             self._on_exit(run.invocation, code, run.killed_for)
 

@@ -14,6 +14,7 @@ The mapping itself is pure (objects as dicts in, dataclasses out); :func:`resolv
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -346,12 +347,14 @@ async def resolve_target(
     workload = await get_or_none(client, res, target.name, namespace)
     if workload is None:
         raise VolumeError(f"backup target {where} not found")
+    # The claims are looked up at once; an API error is raised as looking them up in turn would meet it first.
+    names = list(needed_claims(kind, workload))
+    found = await asyncio.gather(*(_claim_path(client, namespace, c) for c in names), return_exceptions=True)
     claims: dict[str, Path | VolumeError] = {}
-    for claim in needed_claims(kind, workload):
-        try:
-            claims[claim] = await _claim_path(client, namespace, claim)
-        except VolumeError as exc:
-            claims[claim] = exc
+    for claim, result in zip(names, found, strict=True):
+        if isinstance(result, BaseException) and not isinstance(result, VolumeError):
+            raise result
+        claims[claim] = result
     return components(kind, workload, claims)
 
 

@@ -31,6 +31,7 @@ from kubestash.api.sizes import human_size
 from kubestash.api.storage import Snapshot
 from kubestash.backends.base import BackendError
 from kubestash.backends.factory import open_backend
+from kubestash.controllers.common import abandon
 from kubestash.engine.base import BackupSummary, Engine, EngineError, ProgressCallback, RepositoryTarget
 from kubestash.executor.local import EXIT_REPORTED_FAILURE, EXIT_SUCCEEDED
 from kubestash.executor.volumes import VolumeError, host_paths, resolve_target
@@ -159,20 +160,37 @@ async def _stored_size(access: RepositoryAccess, directory: str) -> int:
 async def _plan(client: AsyncClient, namespace: str, snapshot_name: str) -> BackupPlan:
     snapshot = Snapshot.model_validate(await get_object(client, "Snapshot", snapshot_name, namespace))
     session_name = snapshot.spec.backup_session or ""
-    backup_session = BackupSession.model_validate(await get_object(client, "BackupSession", session_name, namespace))
-    invoker = backup_session.spec.invoker
-    bc_name = invoker.name if invoker else ""
-    bc = BackupConfiguration.model_validate(await get_object(client, "BackupConfiguration", bc_name, namespace))
-    session = next((s for s in bc.spec.sessions or [] if s.name == backup_session.spec.session), None)
-    if session is None or session.addon is None or not session.addon.tasks:
-        raise TaskFailed(f"BackupConfiguration {bc_name} has no session {backup_session.spec.session!r} with a task")
-    access = await open_repository(client, namespace, snapshot.spec.repository or "")
-    addon = Addon.model_validate(await get_object(client, "Addon", session.addon.name, ""))
-    task_ref = session.addon.tasks[0]
-    task = next((t for t in addon.spec.backup_tasks or [] if t.name == task_ref.name), None)
-    if task is None:
-        raise TaskFailed(f"Addon {addon.metadata.name} has no backup task {task_ref.name!r}")
-    function = Function.model_validate(await get_object(client, "Function", task.function or "", ""))
+    # Two chains of reads that do not depend on each other run at once: the Repository's (Repository ->
+    # BackupStorage -> Secrets) and the invoker's (BackupSession -> BackupConfiguration -> Addon -> Function).
+    # A failure is still the one the same reads done one after another would meet first.
+    repository = asyncio.ensure_future(open_repository(client, namespace, snapshot.spec.repository or ""))
+    functions: asyncio.Future[tuple[Addon, Function]] | None = None
+    try:
+        backup_session = BackupSession.model_validate(
+            await get_object(client, "BackupSession", session_name, namespace)
+        )
+        invoker = backup_session.spec.invoker
+        bc_name = invoker.name if invoker else ""
+        bc = BackupConfiguration.model_validate(await get_object(client, "BackupConfiguration", bc_name, namespace))
+        session = next((s for s in bc.spec.sessions or [] if s.name == backup_session.spec.session), None)
+        if session is None or session.addon is None or not session.addon.tasks:
+            raise TaskFailed(
+                f"BackupConfiguration {bc_name} has no session {backup_session.spec.session!r} with a task"
+            )
+        task_ref = session.addon.tasks[0]
+
+        async def addon_and_function(addon_name: str) -> tuple[Addon, Function]:
+            addon = Addon.model_validate(await get_object(client, "Addon", addon_name, ""))
+            task = next((t for t in addon.spec.backup_tasks or [] if t.name == task_ref.name), None)
+            if task is None:
+                raise TaskFailed(f"Addon {addon.metadata.name} has no backup task {task_ref.name!r}")
+            return addon, Function.model_validate(await get_object(client, "Function", task.function or "", ""))
+
+        functions = asyncio.ensure_future(addon_and_function(session.addon.name))
+        access = await repository
+        addon, function = await functions
+    finally:
+        abandon(repository, functions)
     target = bc.spec.target
     if target is not None and not target.namespace:
         target = target.model_copy(update={"namespace": namespace})

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from kubestash.engine.native.pack import (
     read_header,
 )
 from kubestash.engine.native.repository import NativeRepository, bounded, index_entries
-from kubestash.engine.native.store import StoreError, path_of
+from kubestash.engine.native.store import StoreError, list_sizes, path_of
 from kubestash.engine.native.tree import go_unquote
 
 PACK_CONCURRENCY = 4
@@ -95,18 +94,25 @@ async def check(
     ``snapshots`` (ids) narrows the check to what those snapshots need: their trees load and authenticate,
     every blob they reference is indexed with the right type, and the packs holding those blobs match the
     index (``read_data``: their content too). That is the check after a backup: it costs what the snapshot
-    is, not what the repository has grown to; unreferenced packs are not looked for.
+    is, not what the repository has grown to; unreferenced packs are not looked for. A tree the backup of
+    that snapshot vouched for (:attr:`NativeRepository.vouched`: it read the tree from the repository in
+    this process, found the directory unchanged and every blob below it indexed) is not read again, so the
+    check after an incremental backup costs what changed.
     """
     state = _State()
-    packs = await _load_index(repo, state)
     if snapshots is None:
+        packs = await _load_index(repo, state)
         await _check_packs(repo, packs, read_data, state)
         count, trees = await _check_snapshots(repo, state)
     else:
+        await repo.refresh()
         used: set[str] = set()
-        count, trees = await _check_snapshots(repo, state, only=list(snapshots), used=used)
-        packs = {pack_id: blobs for pack_id, blobs in packs.items() if pack_id in used}
+        vouched = frozenset().union(*(repo.vouched.pop(s, frozenset()) for s in snapshots))
+        count, trees = await _check_snapshots(repo, state, only=list(snapshots), used=used, vouched=vouched)
+        packs = {pack_id: set(repo.pack_blobs.get(pack_id, ())) for pack_id in used}
         await _check_packs(repo, packs, read_data, state, whole=False)
+        if vouched:
+            await _check_pack_sizes(repo, used, state)
     blobs = {blob.id for blobs in packs.values() for blob in blobs}
     counters = CheckCounters(packs=len(packs), blobs=len(blobs), snapshots=count, trees=trees)
     return CheckReport(not state.errors, state.errors, state.warnings, counters, read_data)
@@ -159,13 +165,31 @@ async def _check_packs(
     state.errors += sorted(errors)
 
 
+async def _check_pack_sizes(repo: NativeRepository, skip: set[str], state: _State) -> None:
+    """Every indexed pack but ``skip`` exists with the size its index entries imply (one LIST, as restic
+    check compares them): what a vouched tree was not read again for still cannot have lost a pack."""
+    stored = await list_sizes(repo.store, "data")
+    for pack_id in sorted(repo.pack_blobs.keys() - skip):
+        blobs = set(repo.pack_blobs[pack_id])
+        size = stored.get(pack_id, -1)
+        expected = _pack_size(blobs)
+        if size == -1:
+            state.errors.append(f"pack {pack_id}: does not exist")
+        elif size is not None and size != expected:
+            state.errors.append(f"pack {pack_id}: size is {size} bytes, the index implies {expected} bytes")
+
+
+def _pack_size(blobs: set[PackedBlob]) -> int:
+    """The size of a pack holding exactly ``blobs``: the blobs, the encrypted header, its length field."""
+    entries = sum(PLAIN_ENTRY if b.uncompressed_length is None else COMPRESSED_ENTRY for b in blobs)
+    return max(b.offset + b.length for b in blobs) + OVERHEAD + entries + HEADER_LENGTH_SIZE
+
+
 async def _check_pack_header(repo: NativeRepository, pack_id: str, indexed: set[PackedBlob]) -> list[str]:
     """The pack's size and header against the index, from one ranged read of the pack's tail."""
     blobs_end = max(b.offset + b.length for b in indexed)
-    encrypted_header = OVERHEAD + sum(
-        PLAIN_ENTRY if b.uncompressed_length is None else COMPRESSED_ENTRY for b in indexed
-    )
-    expected = encrypted_header + HEADER_LENGTH_SIZE
+    expected = _pack_size(indexed) - blobs_end
+    encrypted_header = expected - HEADER_LENGTH_SIZE
     # One byte more than the index implies: a longer pack shows up as a longer read, a shorter one as a shorter.
     tail = await repo.store.get_range(path_of("data", pack_id), blobs_end, expected + 1)
     if len(tail) != expected:
@@ -230,10 +254,16 @@ class _TreeRef:
 
 
 async def _check_snapshots(
-    repo: NativeRepository, state: _State, *, only: list[str] | None = None, used: set[str] | None = None
+    repo: NativeRepository,
+    state: _State,
+    *,
+    only: list[str] | None = None,
+    used: set[str] | None = None,
+    vouched: frozenset[str] = frozenset(),
 ) -> tuple[int, int]:
     """(snapshots, distinct trees): every snapshot's tree (or ``only`` those) and everything below it loads
-    and is indexed; ``used`` collects the packs holding what they reference."""
+    and is indexed; ``used`` collects the packs holding what they reference; ``vouched`` trees are taken as
+    checked (with everything below them)."""
     names = only if only is not None else await repo.store.list("snapshots")
     roots: list[_TreeRef] = []
     errors: list[str] = []
@@ -246,7 +276,7 @@ async def _check_snapshots(
             errors.append(f"snapshot {name}: cannot load: {_reason(e)}")
 
     await bounded(names, load, FILE_CONCURRENCY)
-    seen: set[str] = set()
+    seen: set[str] = set(vouched)
     queue: asyncio.Queue[_TreeRef] = asyncio.Queue()
     for ref in sorted(roots, key=lambda r: r.snapshot):
         if ref.id not in seen:
@@ -297,15 +327,9 @@ async def _check_tree(
     check after each backup cost as much as the backup itself.
     """
     try:
-        entry = repo.lookup(ref.id)
         if used is not None:
-            used.add(entry.pack_id)
-        if entry.blob.type != "tree":
-            raise IntegrityError(f"blob {ref.id} is a {entry.blob.type} blob, not a tree")
-        doc = json.loads(await repo.load_blob(ref.id))
-        nodes = (doc.get("nodes") or []) if isinstance(doc, dict) else None  # an empty tree may say null
-        if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
-            raise ValueError("not a tree: no list of nodes")
+            used.add(repo.lookup(ref.id).pack_id)
+        nodes = await repo.load_tree_items(ref.id)
     except _LOAD_ERRORS as e:
         errors.append(f"{ref.where()}: cannot load: {_reason(e)}")
         return []

@@ -30,7 +30,7 @@ import stat
 import threading
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -67,8 +67,11 @@ from kubestash.engine.native.repository import (
 from kubestash.engine.native.restore import RestoreProgress
 from kubestash.engine.native.restore import restore as native_restore
 from kubestash.engine.native.stdin import backup_stream
-from kubestash.engine.native.store import BackendStore, Store, StoreError, store_from_url
+from kubestash.engine.native.store import BackendStore, LocalStore, Store, StoreError, store_from_url
 from kubestash.engine.support import hidden, local_repo_lock, report, rooted, scrub
+
+OPEN_REPOSITORIES = 4
+"""Local repositories kept open per event loop (each holds its index in memory)."""
 
 
 def store_for(target: RepositoryTarget) -> Store:
@@ -88,8 +91,15 @@ class _Totals:
     done: bool = False
 
 
+SCAN_DELAY = 0.5
+"""Seconds a backup runs before the scan for its totals starts: a shorter one needs no ETA, and the scan's
+``lstat`` of every file (in a thread, so under the GIL) cost an unchanged backup of 20k files ~10 %."""
+
+
 def _scan(paths: Sequence[str], excludes: Sequence[str], totals: _Totals, stop: threading.Event) -> None:
     """Count the regular files (and their bytes) a backup of ``paths`` will see, like restic's scanner."""
+    if stop.wait(SCAN_DELAY):
+        return
     pending = list(paths)
     while pending and not stop.is_set():
         path = pending.pop()
@@ -125,6 +135,11 @@ class NativeEngine:
         self._init_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
             weakref.WeakKeyDictionary()
         )
+        self._opened: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, OrderedDict[tuple[str, str], NativeRepository]
+        ] = weakref.WeakKeyDictionary()
+        """Local repositories opened lately (per event loop), reused by the next operation: a backup's check
+        then loads no index file again and checks no tree the backup has just read (see ``vouched``)."""
 
     # ------------------------------------------------------------ opening
 
@@ -132,9 +147,27 @@ class NativeEngine:
         return target.url, hashlib.sha256(target.password.encode()).hexdigest()
 
     async def _open(self, target: RepositoryTarget) -> NativeRepository:
-        """The repository, its master key derived from the password only the first time in this process."""
+        """The repository, its master key derived from the password only the first time in this process; a
+        local one opened lately is reused once :meth:`NativeRepository.revalidate` says it may be."""
         store = store_for(target)
         cache_key = self._cache_key(target)
+        if not isinstance(store, LocalStore):
+            return await self._open_store(store, target, cache_key)
+        opened = self._opened.setdefault(asyncio.get_running_loop(), OrderedDict())
+        repo = opened.pop(cache_key, None)
+        if repo is not None:
+            try:
+                await repo.revalidate()
+            except (RepositoryError, StoreError, CryptoError, IntegrityError):
+                repo = None
+        if repo is None:
+            repo = await self._open_store(store, target, cache_key)
+        opened[cache_key] = repo
+        while len(opened) > OPEN_REPOSITORIES:
+            opened.popitem(last=False)
+        return repo
+
+    async def _open_store(self, store: Store, target: RepositoryTarget, cache_key: tuple[str, str]) -> NativeRepository:
         known = self._keys.get(cache_key)
         if known is not None:
             try:

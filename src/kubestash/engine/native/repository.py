@@ -17,13 +17,13 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from kubestash.engine.native.crypto import CryptoError, Key, open_key_file
 from kubestash.engine.native.files import load_json
 from kubestash.engine.native.pack import BlobType, IntegrityError, PackedBlob, decode_blob
 from kubestash.engine.native.store import Store, path_of
-from kubestash.engine.native.tree import Node, decode_tree
+from kubestash.engine.native.tree import Node, node_from_json
 
 _READ_CONCURRENCY = 8
 T = TypeVar("T")
@@ -48,9 +48,8 @@ class RepositoryConfig:
     chunker_polynomial: str
 
 
-@dataclass(frozen=True)
-class IndexEntry:
-    """Where a blob lives: its pack and its place in it."""
+class IndexEntry(NamedTuple):
+    """Where a blob lives: its pack and its place in it (a named tuple, like :class:`PackedBlob`)."""
 
     pack_id: str
     blob: PackedBlob
@@ -132,6 +131,14 @@ class NativeRepository:
         self.index = index
         self.key_id = key_id
         """The name of the key file the password opened (``restic key list`` marks it current)."""
+        self.index_files: set[str] = set()
+        """Index files :attr:`index` holds (loaded or written here): :meth:`refresh` reads only others."""
+        self.pack_blobs: dict[str, list[PackedBlob]] = {}
+        """Every indexed pack's blobs (:attr:`index` keeps one place per blob; a pack two index files name
+        lists its blobs twice)."""
+        self.vouched: dict[str, frozenset[str]] = {}
+        """Snapshot id → trees its backup (in this process) read from the repository and found unchanged,
+        with every blob below them indexed: what the check after that backup need not read again."""
 
     # ------------------------------------------------------------ opening
 
@@ -147,27 +154,50 @@ class NativeRepository:
             key_id, key = known
         else:
             key_id, key = await find_key_file(store, password)
-        try:
-            doc = load_json(key, await store.get("config"))
-        except CryptoError:
-            if known is None:
-                raise
-            raise WrongPasswordError(f"{store.description}: the remembered key does not open config") from None
-        config = RepositoryConfig(int(doc["version"]), str(doc["id"]), str(doc.get("chunker_polynomial", "")))
-        if config.version not in (1, 2):
-            raise RepositoryError(f"{store.description}: unsupported repository version {config.version}")
-        repo = cls(store, key, config, {}, key_id=key_id)
+        repo = cls(store, key, await _read_config(store, key, remembered=known is not None), {}, key_id=key_id)
         await repo.reload_index()
         return repo
 
+    async def revalidate(self) -> None:
+        """Before reusing this open repository for another operation: it is still the same repository
+        (same config id), its key file still exists, and the index catches up with what others wrote."""
+        if not await self.store.list("config"):
+            raise RepositoryError(f"{self.store.description}: no repository here (no config file)")
+        if self.key_id not in await self.store.list("keys"):
+            raise WrongPasswordError(f"{self.store.description}: key {self.key_id[:8]} no longer exists")
+        config = await _read_config(self.store, self.key, remembered=True)
+        if config.id != self.config.id:
+            raise RepositoryError(f"{self.store.description}: a different repository now")
+        await self.refresh()
+
     async def reload_index(self) -> None:
-        names = await self.store.list("index")
-        docs = await self._load_all("index", names)
-        index: dict[str, IndexEntry] = {}
-        for doc in docs:
-            for entry in index_entries(doc):
-                index.setdefault(entry.blob.id, entry)
-        self.index = index
+        self.reset_index()
+        await self.refresh()
+
+    def reset_index(self, names: Iterable[str] = ()) -> None:
+        """Forget the index; ``names``: the index files whose blobs the caller adds next (:meth:`add`)."""
+        self.index, self.index_files, self.pack_blobs = {}, set(names), {}
+
+    async def refresh(self) -> None:
+        """Catch up with index files written since the index was loaded (by anyone); all of them again when
+        one was removed (a prune rewrote the index, so packs may be gone). The index changes at once after
+        the reads, so a concurrent lookup never sees it half loaded."""
+        names = set(await self.store.list("index"))
+        whole = not self.index_files <= names
+        new = sorted(names if whole else names - self.index_files)
+        docs = await self._load_all("index", new)
+        if whole:
+            self.reset_index()
+        for name, doc in zip(new, docs, strict=True):
+            if name not in self.index_files:
+                self.index_files.add(name)
+                for entry in index_entries(doc):
+                    self.add(entry.pack_id, entry.blob)
+
+    def add(self, pack_id: str, blob: PackedBlob) -> None:
+        """A blob now indexed (a blob already indexed elsewhere keeps its first place for lookups)."""
+        self.index.setdefault(blob.id, IndexEntry(pack_id, blob))
+        self.pack_blobs.setdefault(pack_id, []).append(blob)
 
     async def _load_all(self, kind: str, names: list[str]) -> list[Any]:
         limit = asyncio.Semaphore(_READ_CONCURRENCY)
@@ -192,15 +222,17 @@ class NativeRepository:
         return sorted(infos, key=lambda s: (parse_time_ns(s.time_text), s.id))
 
     async def find_snapshot(self, ref: str) -> SnapshotInfo:
-        """The snapshot ``ref`` names: ``latest``, a full id, or a prefix that only one snapshot id has."""
-        snapshots = await self.snapshots()
+        """The snapshot ``ref`` names: ``latest``, a full id, or a prefix that only one snapshot id has (read
+        alone: an id is a file name)."""
         if ref == "latest":
+            snapshots = await self.snapshots()
             if not snapshots:
                 raise SnapshotNotFoundError("no snapshot found: the repository has none")
             return snapshots[-1]
-        matches = [s for s in snapshots if s.id.startswith(ref)] if ref else []
+        matches = [name for name in await self.store.list("snapshots") if name.startswith(ref)] if ref else []
         if len(matches) == 1:
-            return matches[0]
+            (doc,) = await self._load_all("snapshots", matches)
+            return SnapshotInfo.from_json(matches[0], doc)
         if not matches:
             raise SnapshotNotFoundError(f"no snapshot matched ID {ref!r}")
         raise SnapshotNotFoundError(f"ID {ref!r} is ambiguous: {len(matches)} snapshots match")
@@ -220,14 +252,40 @@ class NativeRepository:
 
     async def load_tree(self, tree_id: str) -> list[Node]:
         """A tree blob's nodes."""
+        items = await self.load_tree_items(tree_id)
+        try:
+            return [node_from_json(item) for item in items]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError(f"tree {tree_id} is not a valid tree: {exc}") from None
+
+    async def load_tree_items(self, tree_id: str) -> list[dict[str, Any]]:
+        """A tree blob's nodes as its JSON has them, for readers that need a few fields of each (building
+        :class:`Node` objects, times parsed, cost the walk of an unchanged backup as much as the rest)."""
         entry = self.lookup(tree_id)
         if entry.blob.type != "tree":
             raise IntegrityError(f"blob {tree_id} is a {entry.blob.type} blob, not a tree")
         data = await self.load_blob(tree_id)
         try:
-            return decode_tree(data)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            doc = json.loads(data.decode("utf-8", "replace"))
+        except ValueError as exc:
             raise IntegrityError(f"tree {tree_id} is not a valid tree: {exc}") from None
+        items = (doc.get("nodes") or []) if isinstance(doc, dict) else None  # an empty tree may say null
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise IntegrityError(f"tree {tree_id} is not a valid tree: no list of nodes")
+        return items
+
+
+async def _read_config(store: Store, key: Key, *, remembered: bool) -> RepositoryConfig:
+    try:
+        doc = load_json(key, await store.get("config"))
+    except CryptoError:
+        if not remembered:
+            raise
+        raise WrongPasswordError(f"{store.description}: the remembered key does not open config") from None
+    config = RepositoryConfig(int(doc["version"]), str(doc["id"]), str(doc.get("chunker_polynomial", "")))
+    if config.version not in (1, 2):
+        raise RepositoryError(f"{store.description}: unsupported repository version {config.version}")
+    return config
 
 
 async def bounded(items: Iterable[T], work: Callable[[T], Awaitable[None]], limit: int) -> None:

@@ -115,6 +115,12 @@ class GoTime:
 
     @classmethod
     def from_json(cls, text: str) -> GoTime:
+        fast = parse_go_text(text)
+        return fast if fast is not None else cls.parse(text)
+
+    @classmethod
+    def parse(cls, text: str) -> GoTime:
+        """Any RFC 3339 time Go's ``UnmarshalJSON`` accepts (:meth:`from_json` takes Go's own text faster)."""
         m = _RFC3339.fullmatch(text)
         if m is None:
             raise ValueError(f"not an RFC 3339 time: {text!r}")
@@ -140,11 +146,110 @@ class GoTime:
     @classmethod
     def local(cls, unix_ns: int) -> GoTime:
         """The time as Go's ``time.Unix`` gives it: in the machine's local zone (``TZ``)."""
-        try:
-            offset = time.localtime(unix_ns // _NS).tm_gmtoff
-        except (OverflowError, OSError, ValueError):
-            offset = 0
-        return cls(unix_ns, offset)
+        return cls(unix_ns, local_offset(unix_ns // _NS))
+
+
+def _new_time(unix_ns: int, offset: int, text: str) -> GoTime:
+    """A GoTime whose canonical text is known (filling ``__dict__`` at once: several times faster than the
+    frozen dataclass's ``__init__``, and this runs for two times of every node of every parent tree)."""
+    result: GoTime = object.__new__(GoTime)
+    result.__dict__.update(unix_ns=unix_ns, offset=offset, _json=text)
+    return result
+
+
+def parse_go_text(text: str) -> GoTime | None:
+    """:meth:`GoTime.from_json` for the text Go itself writes (``2006-01-02T15:04:05.999999999Z07:00``, no
+    trailing zeros in the fraction, an offset in whole minutes, ``Z`` for zero): the date and time of day
+    and the zone are looked up in small caches (a tree's times share them), the fraction is one ``int``.
+    None for anything else, which :meth:`GoTime.parse` handles (or rejects)."""
+    seconds = _SECONDS.get(text[:19])
+    if seconds is None:
+        seconds = _date_seconds(text[:19])
+        if seconds is None:
+            return None
+    if text[-1] == "Z":
+        offset, frac = 0, text[20:-1]
+    else:
+        found = _ZONES.get(text[-6:])
+        if found is None:
+            found = _zone_offset(text[-6:])
+            if found is None:
+                return None
+        offset, frac = found, text[20:-6]
+    if frac:
+        if text[19] != "." or len(frac) > 9 or frac[-1] == "0" or not frac.isdigit():
+            return None
+        nanos = int(frac) * _FRACTION_SCALE[len(frac)]
+    elif len(text) != (20 if offset == 0 else 25):
+        return None
+    else:
+        nanos = 0
+    return _new_time((seconds - offset) * _NS + nanos, offset, text)
+
+
+_FRACTION_SCALE = [10 ** (9 - digits) for digits in range(10)]
+_SECONDS: dict[str, int] = {}
+_ZONES: dict[str, int] = {}
+
+
+def _date_seconds(text: str) -> int | None:
+    """Seconds from the epoch to ``YYYY-MM-DDTHH:MM:SS`` (as if UTC), remembered; None if not that form."""
+    if (
+        len(text) != 19
+        or text[4] != "-"
+        or text[7] != "-"
+        or text[10] != "T"
+        or text[13] != ":"
+        or text[16] != ":"
+        or not (text[:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]).isdigit()
+    ):
+        return None
+    h, mi, sec = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if h > 23 or mi > 59 or sec > 59:
+        return None
+    try:
+        days = _epoch_days(text[:4], text[5:7], text[8:10])
+    except ValueError:
+        return None
+    if len(_SECONDS) > 100_000:
+        _SECONDS.clear()
+    seconds = _SECONDS[text] = days * 86400 + h * 3600 + mi * 60 + sec
+    return seconds
+
+
+def _zone_offset(zone: str) -> int | None:
+    """The offset of ``+HH:MM``/``-HH:MM`` as Go writes it (never ``+00:00``: that is ``Z``), remembered."""
+    if len(zone) != 6 or zone[0] not in "+-" or zone[3] != ":" or not (zone[1:3] + zone[4:]).isdigit():
+        return None
+    minutes = int(zone[4:])
+    offset = (int(zone[1:3]) * 3600 + minutes * 60) * (-1 if zone[0] == "-" else 1)
+    if minutes > 59 or offset == 0:
+        return None
+    _ZONES[zone] = offset
+    return offset
+
+
+_offsets: dict[tuple[tuple[str, str], int], int] = {}
+
+
+def local_offset(seconds: int) -> int:
+    """The local zone's UTC offset at ``seconds`` since the epoch, remembered per minute (a backup asks
+    for two times of every file, mostly in a few minutes). A minute is remembered only when its first and
+    last second have the same offset, so a zone change inside it is never blurred; the key includes the
+    zone's names, so ``time.tzset()`` after a ``TZ`` change is honoured."""
+    key = (time.tzname, seconds // 60)
+    found = _offsets.get(key)
+    if found is not None:
+        return found
+    try:
+        offset = time.localtime(seconds).tm_gmtoff
+        if time.localtime(key[1] * 60).tm_gmtoff == offset == time.localtime(key[1] * 60 + 59).tm_gmtoff:
+            if len(_offsets) > 100_000:
+                _offsets.clear()
+            _offsets[key] = offset
+    except (OverflowError, OSError, ValueError):
+        offset = 0
+    return offset
 
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -317,6 +422,19 @@ _UNQUOTE_SHORT = {
 
 
 def encode_node(node: Node, *, short_bf: bool = False) -> str:
+    """The node's JSON as restic writes it. Remembered on the node (like :meth:`GoTime.to_json`, outside the
+    fields) and kept through pickling: a backup's worker processes encode the nodes of the files they read,
+    and the parent, which writes every tree, reuses the text instead of encoding 20k nodes itself."""
+    if short_bf:
+        return _encode_node(node, short_bf=True)
+    cached: str | None = node.__dict__.get("_json")
+    if cached is None:
+        cached = _encode_node(node, short_bf=False)
+        object.__setattr__(node, "_json", cached)
+    return cached
+
+
+def _encode_node(node: Node, *, short_bf: bool) -> str:
     def s(text: str) -> str:
         return go_json_string(text, short_bf=short_bf)
 
@@ -357,6 +475,50 @@ def encode_node(node: Node, *, short_bf: bool = False) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+_FIELDS = (
+    "name", "type", "mode", "mtime", "atime", "ctime", "uid", "gid", "user", "group", "inode", "device_id",
+    "size", "links", "linktarget", "extended_attributes", "device", "content", "subtree", "error",
+)  # fmt: skip
+_REQUIRED = frozenset({"name", "type", "mtime", "atime", "ctime", "uid", "gid", "content"})
+_OMITTED_WHEN_EMPTY = frozenset(_FIELDS) - _REQUIRED
+_NOT_AS_GO = ("<", ">", "&", "\u2028", "\u2029", "\\b", "\\f")
+"""Where Python's JSON encoder writes a string differently from Go's (which escapes ``<>&``, U+2028/9 and
+writes backspace and form feed as ``\\u0008``/``\\u000c``, not ``\\b``/``\\f``); a false alarm (an
+escaped backslash before ``b``) only costs the slow path. Plain ``in`` tests: a regular expression over
+the same took longer than encoding the node."""
+_canonical_keys: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+"""Key order of a node → its ``omitempty`` keys (to check for empty values), None if not restic's order."""
+
+
+def item_json(item: Mapping[str, Any]) -> str | None:
+    """A tree node exactly as :func:`encode_node` would write it, straight from the JSON it was read from, or
+    None when that cannot be vouched for (keys out of restic's order, an empty ``omitempty`` field, a
+    string Python escapes differently). The caller must know its times are Go's canonical text (a parent
+    node found unchanged is: :func:`parse_go_text` accepted them). Re-encoding the unchanged nodes of a
+    directory that changed otherwise means parsing and formatting every one of them."""
+    keys = tuple(item)
+    try:
+        omitted = _canonical_keys[keys]
+    except KeyError:
+        positions = [_FIELDS.index(k) if k in _FIELDS else -1 for k in keys]
+        canonical = -1 not in positions and positions == sorted(set(positions)) and set(keys) >= _REQUIRED
+        omitted = _canonical_keys[keys] = tuple(k for k in keys if k in _OMITTED_WHEN_EMPTY) if canonical else None
+    if omitted is None:
+        return None
+    for key in omitted:
+        if not item[key]:
+            return None
+    text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+    for different in _NOT_AS_GO:
+        if different in text:
+            return None
+    try:
+        text.encode("utf-8")  # a lone surrogate (from a "\udXXX" escape) has no UTF-8 form: Go writes U+FFFD
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
 def sort_key(node: Node) -> bytes:
     return node.name.encode("utf-8", "surrogateescape")
 
@@ -364,8 +526,12 @@ def sort_key(node: Node) -> bytes:
 def encode_tree(nodes: Iterable[Node], *, short_bf: bool = False) -> bytes:
     """The tree blob restic writes for these nodes (sorted by name here, as restic sorts them)."""
     ordered = sorted(nodes, key=sort_key)
-    body = ",".join(encode_node(node, short_bf=short_bf) for node in ordered)
-    return ('{"nodes":[' + body + "]}\n").encode("utf-8")
+    return tree_blob(encode_node(node, short_bf=short_bf) for node in ordered)
+
+
+def tree_blob(encoded: Iterable[str]) -> bytes:
+    """The tree blob of nodes already encoded (:func:`encode_node`), in name order."""
+    return ('{"nodes":[' + ",".join(encoded) + "]}\n").encode("utf-8")
 
 
 def decode_tree(data: bytes) -> list[Node]:
