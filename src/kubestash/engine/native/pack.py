@@ -20,9 +20,11 @@ import struct
 from typing import Literal, NamedTuple
 
 import zstandard
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from kubestash.engine.native.crypto import OVERHEAD, CryptoError, Key
-from kubestash.engine.native.files import decompress
+from kubestash.engine.native.crypto import IV_SIZE, MAC_SIZE, OVERHEAD, CryptoError, Key
 
 BlobType = Literal["data", "tree"]
 
@@ -106,18 +108,27 @@ def read_header(key: Key, pack: bytes, pack_id: str = "?") -> list[PackedBlob]:
     return blobs
 
 
-def decode_blob(key: Key, blob: PackedBlob, data: bytes, pack_id: str = "?") -> bytes:
-    """The verified plaintext of ``blob`` from its ``blob.length`` encrypted bytes."""
+def decode_blob(key: Key, blob: PackedBlob, stored: bytes | memoryview, pack_id: str = "?") -> bytes:
+    """The verified plaintext of ``blob`` from its ``blob.length`` encrypted bytes. ``stored`` may be a view
+    into a larger read (a pack, a span of it): the MAC and the decryption read it in place, no copy first."""
     where = f"pack {pack_id}: {blob.type} blob {blob.id}"
-    if len(data) != blob.length:
-        raise IntegrityError(f"{where}: read {len(data)} bytes, expected {blob.length}")
-    try:
-        plain = key.decrypt_bytes(data)
-    except CryptoError as e:
-        raise IntegrityError(f"{where}: {e}") from None
+    if len(stored) != blob.length:
+        raise IntegrityError(f"{where}: read {len(stored)} bytes, expected {blob.length}")
+    if len(stored) < OVERHEAD:
+        raise IntegrityError(f"{where}: ciphertext too short")
+    with memoryview(stored) as view:
+        iv = bytes(view[:IV_SIZE])
+        ciphertext = view[IV_SIZE:-MAC_SIZE]
+        s = Cipher(algorithms.AES(key.mac_k), modes.ECB()).encryptor().update(iv)
+        try:
+            Poly1305.verify_tag(key.mac_r + s, ciphertext, bytes(view[-MAC_SIZE:]))
+        except InvalidSignature:
+            raise IntegrityError(f"{where}: ciphertext verification failed") from None
+        plain = Cipher(algorithms.AES(key.encrypt), modes.CTR(iv)).decryptor().update(ciphertext)
+        ciphertext.release()
     if blob.uncompressed_length is not None:
         try:
-            plain = decompress(plain)
+            plain = zstandard.ZstdDecompressor().decompress(plain, max_output_size=blob.uncompressed_length)
         except zstandard.ZstdError as e:
             raise IntegrityError(f"{where}: cannot decompress: {e}") from None
         if len(plain) != blob.uncompressed_length:

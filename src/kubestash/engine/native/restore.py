@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import os
 import threading
 from collections import defaultdict
@@ -45,13 +44,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-import zstandard
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.poly1305 import Poly1305
-
-from kubestash.engine.native.crypto import IV_SIZE, MAC_SIZE, OVERHEAD, Key
-from kubestash.engine.native.pack import IntegrityError, PackedBlob
+from kubestash.engine.native.crypto import Key
+from kubestash.engine.native.pack import IntegrityError, PackedBlob, decode_blob
 from kubestash.engine.native.repository import NativeRepository
 from kubestash.engine.native.store import path_of
 from kubestash.engine.native.tree import Node, unix_mode
@@ -406,39 +400,11 @@ def _decode_and_write(
     with memoryview(data) as view:
         for blob in run:
             at = blob.offset - start
-            plain = decode_view(key, blob, view[at : at + blob.length], pack_id)
+            plain = decode_blob(key, blob, view[at : at + blob.length], pack_id)
             for write in writes[blob]:
                 files.write(write.path, plain, write.offset)
                 done.append((write.path, len(plain)))
     return done
-
-
-def decode_view(key: Key, blob: PackedBlob, stored: memoryview, pack_id: str = "?") -> bytes:
-    """The verified plaintext of ``blob`` from its encrypted bytes (what ``pack.decode_blob`` does, without
-    copying ``stored`` first: the MAC and the decryption read the span in place)."""
-    where = f"pack {pack_id}: {blob.type} blob {blob.id}"
-    if len(stored) != blob.length:
-        raise IntegrityError(f"{where}: read {len(stored)} bytes, expected {blob.length}")
-    if len(stored) < OVERHEAD:
-        raise IntegrityError(f"{where}: ciphertext too short")
-    iv = bytes(stored[:IV_SIZE])
-    ciphertext = stored[IV_SIZE:-MAC_SIZE]
-    ecb = Cipher(algorithms.AES(key.mac_k), modes.ECB()).encryptor()
-    try:
-        Poly1305.verify_tag(key.mac_r + ecb.update(iv) + ecb.finalize(), ciphertext, bytes(stored[-MAC_SIZE:]))
-    except InvalidSignature:
-        raise IntegrityError(f"{where}: ciphertext verification failed") from None
-    plain = Cipher(algorithms.AES(key.encrypt), modes.CTR(iv)).decryptor().update(ciphertext)
-    if blob.uncompressed_length is not None:
-        try:
-            plain = zstandard.ZstdDecompressor().decompress(plain, max_output_size=blob.uncompressed_length)
-        except zstandard.ZstdError as e:
-            raise IntegrityError(f"{where}: cannot decompress: {e}") from None
-        if len(plain) != blob.uncompressed_length:
-            raise IntegrityError(f"{where}: decompressed to {len(plain)} bytes, expected {blob.uncompressed_length}")
-    if hashlib.sha256(plain).hexdigest() != blob.id:
-        raise IntegrityError(f"{where}: content does not hash to its id")
-    return plain
 
 
 def _finish_metadata(plan: _Plan, as_root: bool) -> None:
