@@ -665,7 +665,8 @@ class _Backup:
             and all(node is prev for node, (_, _, prev) in zip(nodes, entries, strict=True))
         ):
             tree_id = parent_tree  # every node is the parent's own: the very same tree blob, already stored
-            if all(_subtree(node) in self.vouched for node in nodes if isinstance(node, dict) and _subtree(node)):
+            subtrees = [_subtree(node) for node in nodes]
+            if all(subtree in self.vouched for subtree in subtrees if subtree is not None):
                 self.vouched.add(tree_id)
         else:
             tree_id = await self.store_tree(nodes)

@@ -513,7 +513,7 @@ def item_json(item: Mapping[str, Any]) -> str | None:
         if different in text:
             return None
     try:
-        text.encode("utf-8")  # a lone surrogate (from a "\udXXX" escape) has no UTF-8 form: Go writes U+FFFD
+        text.encode("utf-8")  # a lone surrogate (a "\\ud800"-style escape) has no UTF-8 form: Go writes U+FFFD
     except UnicodeEncodeError:
         return None
     return text
