@@ -3,7 +3,7 @@
 Run with the project's virtualenv::
 
     .venv/bin/python bench/backup.py [--size-mib 1024] [--seed 1] [--latency-runs 5] [--repeats 1]
-        [--engine restic|native] [--keep] [--out FILE]
+        [--engine native|restic] [--keep] [--out FILE]
 
 A seeded dataset is generated first (deterministic from ``--seed``): about 60% large random files, 25%
 compressible text files and 20,000 small files (fewer when ``--size-mib`` is below 1024, in proportion).
@@ -18,7 +18,7 @@ dataset, and a BackupConfiguration on that PVC with the ``pvc-addon``. The Backu
 initial backup is the *first backup*; ``kubestash trigger <bc> --wait`` (the CLI, timed as a process) is the
 *unchanged incremental*. A second PVC on a 1 MB directory measures the latency from creating a BackupSession
 to its Snapshot being ``Succeeded``. ``--engine`` is what ``kubestash up`` moves the data with (``--engine``
-of ``kubestash up``); the reference is plain restic either way.
+of ``kubestash up``, default its default); the reference is plain restic either way.
 
 One JSON document goes to stdout (and to ``--out``); progress goes to stderr.
 See bench/README.md for what each number means.
@@ -49,6 +49,7 @@ from lightkube.codecs import from_dict
 
 from kubestash.api.sessions import backup_session_manifest
 from kubestash.controllers.kinds import by_kind
+from kubestash.engine.select import DEFAULT_ENGINE, ENGINE_NAMES
 
 MIB = 1024 * 1024
 PASSWORD = "bench-only-not-a-secret"
@@ -1010,7 +1011,10 @@ def main() -> None:
         "--repeats", type=int, default=1, help="first + incremental backups per side; medians are judged (default 1)"
     )
     parser.add_argument(
-        "--engine", choices=["restic", "native"], default="restic", help="kubestash up --engine (default restic)"
+        "--engine",
+        choices=ENGINE_NAMES,
+        default=DEFAULT_ENGINE,
+        help=f"kubestash up --engine (default {DEFAULT_ENGINE}, as kubestash up's)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (dataset, repositories, logs)")
     parser.add_argument("--work-dir", type=Path, help="where to create the work directory (default: the tmp dir)")

@@ -272,7 +272,7 @@ def test_wrong_password_leaves_nothing_behind(server: ServerProcess, seeded: See
     result = download(server, seeded, "bad-snap", "--destination", str(tmp_path))
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert [line.split(": restic ")[0] for line in lines] == [f"Error: {c}" for c in COMPONENTS], result.stderr
+    assert [line.split(": ", 2)[:2] for line in lines] == [["Error", c] for c in COMPONENTS], result.stderr
     assert all(line.endswith(": wrong password or no key found") for line in lines), result.stderr
     assert result.stdout == ""
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [

@@ -218,7 +218,7 @@ def test_unlock_usage_errors(server: ServerProcess, world: World) -> None:
 
     assert partial.returncode == 1
     assert partial.stdout.startswith(f"{PATHS[0]}: stale locks removed")
-    assert partial.stderr.startswith(f"Error: {PATHS[1]}: restic unlock:")
+    assert partial.stderr.startswith(f"Error: {PATHS[1]}: ") and "unlock" in partial.stderr.splitlines()[0]
     assert "Traceback" not in partial.stderr
 
 
@@ -255,7 +255,8 @@ def test_password_add_list_remove_update(server: ServerProcess, world: World, tm
     )
     assert result.returncode == 1
     assert result.stdout.splitlines() == [f"{PATHS[1]}: key {alice} removed"]
-    assert f"Error: {PATHS[1]}: key {in_use}: restic key remove: refusing to remove key currently used" in result.stderr
+    assert f"Error: {PATHS[1]}: key {in_use}: " in result.stderr
+    assert "refusing to remove key currently used" in result.stderr
     assert key_ids(pod1) == {in_use: True}
 
     newer_file = password_file(tmp_path, NEWER_PASSWORD)

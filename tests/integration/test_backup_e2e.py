@@ -257,23 +257,33 @@ def component_error(kube: Client, ns: str, session: dict[str, Any]) -> str:
     return "; ".join(str(c.get("error")) for c in snap["components"].values() if c.get("error"))
 
 
-def task_pids(repo_dir: str) -> list[int]:
-    """The task processes running a restic backup into ``repo_dir``: the parents of those restic processes."""
-    pids = []
+def task_pids(reading: Path) -> list[int]:
+    """The task processes (children of this test process, which runs the operator) with a process at or
+    below them reading ``reading``: the restic child of a task, a native engine's worker, or the task itself.
+    Found through ``/proc`` so the test does not depend on which engine moves the data."""
+    parents: dict[int, int] = {}
+    readers: list[int] = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            parent = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("PPid:"))
+            status_line = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("PPid:"))
+            parents[int(proc.name)] = int(status_line.split()[1])
+            if any(os.readlink(fd) == str(reading) for fd in (proc / "fd").iterdir()):
+                readers.append(int(proc.name))
         except (OSError, StopIteration):
             continue
-        if cmdline[0].endswith(b"restic") and b"backup" in cmdline and any(repo_dir.encode() in a for a in cmdline):
-            pids.append(int(parent.split()[1]))
-    return pids
+    tasks = set()
+    for reader in readers:
+        pid = reader
+        while pid in parents and parents[pid] not in (os.getpid(), 0, 1):
+            pid = parents[pid]
+        if parents.get(pid) == os.getpid():
+            tasks.add(pid)
+    return sorted(tasks)
 
 
-async def running_snapshot(kube: Client, ns: str, session: str) -> str:
+async def running_snapshot(kube: Client, ns: str, session: str, reading: Path) -> str:
     def running() -> str | None:
         st = status(kube, "BackupSession", session, ns)
         snaps = st.get("snapshots") or []
@@ -281,7 +291,7 @@ async def running_snapshot(kube: Client, ns: str, session: str) -> str:
             return None
         snap = status(kube, "Snapshot", snaps[0]["name"], ns)
         comp = (snap.get("components") or {}).get("dump") or {}
-        return str(snaps[0]["name"]) if comp.get("phase") == "Running" and task_pids(f"{SESSION}/dump") else None
+        return str(snaps[0]["name"]) if comp.get("phase") == "Running" and task_pids(reading) else None
 
     return await until(running, what="a running backup")  # type: ignore[no-any-return]
 
@@ -317,18 +327,19 @@ def test_failures_say_why_and_the_next_backup_succeeds(server: ServerProcess, ku
             for _ in range(60):
                 f.write(os.urandom(8 << 20))
         name = await asyncio.to_thread(trigger_now, kube, world.ns, "fail")
-        await running_snapshot(kube, world.ns, name)
-        for pid in task_pids(f"{SESSION}/dump"):
+        await running_snapshot(kube, world.ns, name, big)
+        for pid in task_pids(big):
             os.kill(pid, 9)
         failed = await final_status(kube, world.ns, name)
         assert failed["phase"] == "Failed"
         errors["killed"] = component_error(kube, world.ns, failed)
-        await asyncio.sleep(0.5)  # restic, told by the kernel that its parent died, removes its lock
+        # the killed task could not remove its lock; the operator removed it (stale) when the Snapshot failed,
+        # so restic's check, which takes an exclusive lock, runs at once
         check = await asyncio.to_thread(world.restic, repo_dir, "check")
         assert check.returncode == 0, check.stderr
 
         name = await asyncio.to_thread(trigger_now, kube, world.ns, "fail")
-        await running_snapshot(kube, world.ns, name)
+        await running_snapshot(kube, world.ns, name, big)
         await asyncio.to_thread(kube.delete, core_resource("PersistentVolumeClaim"), "data", namespace=world.ns)
         failed = await final_status(kube, world.ns, name)
         assert failed["phase"] == "Failed"

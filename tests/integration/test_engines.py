@@ -303,6 +303,7 @@ def test_keys(engine: Engine, repo: RepositoryTarget) -> None:
         keys = await engine.keys(repo)
         assert len(keys) == 2
         added = next(k for k in keys if not k.current)
+        assert all(len(k.id) == 8 for k in keys), keys  # restic's short ids, as `key list` shows them
         assert (added.user, added.host) == ("alice", "backup-host")
         assert added.created is not None and added.created.tzinfo is not None
         other = RepositoryTarget(url=repo.url, password=second, secrets=(second,))

@@ -11,6 +11,10 @@ Succeeded Snapshots; ``lastBackupTime``, ``size`` and ``integrity`` are those of
 component's size is its whole restic repository, so the newest Snapshot's size is the repository's);
 ``recentSnapshots`` are the five newest of any phase; ``componentPaths`` every component path seen.
 
+A Snapshot that ends Failed gets the stale locks of its failed components' repositories removed (a task
+killed with SIGKILL, or by its deadline, cannot remove its own lock; restic's ``check`` and ``prune`` would
+refuse the repository until someone ran ``unlock``). Only stale locks: a live process's lock stays.
+
 Deleting a Snapshot with ``deletionPolicy: WipeOut`` (retention sets it) forgets its restic snapshots in each
 component repository and prunes, then removes its metadata file; ``Delete`` removes only the object.
 """
@@ -21,9 +25,10 @@ import asyncio
 import copy
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +52,7 @@ from kubestash.controllers.common import (
     set_condition,
 )
 from kubestash.controllers.repository import NotReadyYet, RepositoryReconciler
-from kubestash.engine.base import Engine, EngineError
+from kubestash.engine.base import Engine, EngineError, RepositoryTarget
 from kubestash.engine.location import repository_target
 from kubestash.runtime.controller import Result
 from kubestash.runtime.informer import Informer, Key
@@ -113,8 +118,12 @@ class SnapshotReconciler:
                 if repo is not None:
                     await self._summarise(repo, current)
 
-            # The metadata in the backend and the Repository's summary are independent: written at once.
-            failure, _ = await asyncio.gather(upload(), summarise())
+            async def unlock() -> None:
+                if repo is not None and components_phase == "Failed":
+                    await self._unlock_failed(snap, repo)
+
+            # The metadata in the backend, the Repository's summary and stale locks are independent: at once.
+            failure, _, _ = await asyncio.gather(upload(), summarise(), unlock())
             if failure is None:
                 set_condition(
                     conditions,
@@ -200,27 +209,42 @@ class SnapshotReconciler:
 
     async def _wipe(self, snap: Snapshot, repo: Repository) -> None:
         """Forget and prune this Snapshot's restic snapshots in each component repository; drop its metadata."""
+        for component in ((snap.status.components if snap.status else None) or {}).values():
+            ids = [s.summary.id for s in component.restic_stats or [] if s.summary and s.summary.id]
+            if ids and component.path:
+                await self._in_component(repo, component.path, partial(self.engine.forget, snapshot_ids=ids))
+        backend = await self.repository_reconciler.backend_for(repo)
+        await backend.delete(f"{(repo.spec.path or '').strip('/')}/{SNAPSHOTS_DIR}/{snap.name}.yaml")
+
+    async def _unlock_failed(self, snap: Snapshot, repo: Repository) -> None:
+        """Remove stale locks from the repositories of the failed components (best effort: logged, not raised)."""
+        for name, component in ((snap.status.components if snap.status else None) or {}).items():
+            if component.phase != "Failed" or not component.path:
+                continue
+            try:
+                await self._in_component(repo, component.path, self.engine.unlock)
+            except (NotReadyYet, EngineError) as exc:
+                log.info("Snapshot %s/%s: stale locks of %s not removed: %s", snap.namespace, snap.name, name, exc)
+
+    async def _in_component(
+        self, repo: Repository, path: str, op: Callable[[RepositoryTarget], Awaitable[object]]
+    ) -> None:
+        """Run ``op`` on the component repository at ``path`` of ``repo``, with its storage's credentials."""
         storage = self.repository_reconciler.storage_of(repo)
         try:
             storage_secret, encryption = await repository_secrets(self.client, storage, repo)
         except SecretMissing as exc:
-            raise NotReadyYet(f"cannot forget restic snapshots: {exc}") from None
-        for component in ((snap.status.components if snap.status else None) or {}).values():
-            ids = [s.summary.id for s in component.restic_stats or [] if s.summary and s.summary.id]
-            if not ids or not component.path:
-                continue
-            with tempfile.TemporaryDirectory(prefix="kubestash-forget-") as scratch:
-                target = repository_target(
-                    storage.spec.storage,
-                    storage_secret,
-                    encryption,
-                    f"{(repo.spec.path or '').strip('/')}/{component.path}",
-                    scratch_dir=Path(scratch),
-                    enable_cache=False,
-                )
-                await self.engine.forget(target, ids, prune=True)
-        backend = await self.repository_reconciler.backend_for(repo)
-        await backend.delete(f"{(repo.spec.path or '').strip('/')}/{SNAPSHOTS_DIR}/{snap.name}.yaml")
+            raise NotReadyYet(f"cannot open the component repository: {exc}") from None
+        with tempfile.TemporaryDirectory(prefix="kubestash-snapshot-") as scratch:
+            target = repository_target(
+                storage.spec.storage,
+                storage_secret,
+                encryption,
+                f"{(repo.spec.path or '').strip('/')}/{path}",
+                scratch_dir=Path(scratch),
+                enable_cache=False,
+            )
+            await op(target)
 
 
 def repository_summary(snapshots: list[dict[str, Any]]) -> dict[str, Any]:

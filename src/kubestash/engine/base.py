@@ -135,6 +135,9 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class KeyInfo:
+    """A key of the repository as ``restic key list`` shows it: ``id`` is the 8-character short id (unique
+    enough for :meth:`Engine.remove_key`, which takes any unique prefix)."""
+
     id: str
     current: bool
     user: str = ""

@@ -15,7 +15,7 @@ from kubestash.engine.base import Engine
 ENGINE_ENV = "KUBESTASH_ENGINE"
 EngineName = Literal["restic", "native"]
 ENGINE_NAMES: tuple[str, ...] = get_args(EngineName)
-DEFAULT_ENGINE: EngineName = "restic"
+DEFAULT_ENGINE: EngineName = "native"
 
 
 def engine_named(name: str) -> Engine:
@@ -32,5 +32,5 @@ def engine_named(name: str) -> Engine:
 
 
 def configured_engine() -> Engine:
-    """The engine ``KUBESTASH_ENGINE`` names (default ``restic``)."""
+    """The engine ``KUBESTASH_ENGINE`` names (default ``native``)."""
     return engine_named(os.environ.get(ENGINE_ENV, "").strip() or DEFAULT_ENGINE)

@@ -598,11 +598,9 @@ class _Backup:
                     self.summary.files_unmodified += 1
                     self.counted(st)
                     continue
-                previous_node = _node(previous)
-                content = self.reusable(st, previous_node)
+                content = self.reusable(st, _node(previous))
                 if content is not None:
-                    same = _same_node(previous_node, st)
-                    nodes[i] = same if same is not None else node_from_stat(full, st, content=content)
+                    nodes[i] = node_from_stat(full, st, content=content)
                     self.summary.files_unmodified += 1
                     self.counted(st)
                     continue
@@ -631,12 +629,8 @@ class _Backup:
     async def dir_node(self, path: str, st: os.stat_result, previous: Item | None) -> list[Node | Item]:
         parent_tree = _subtree(previous)
         subtree = await self.directory(path, parent_tree)
-        if previous is not None and parent_tree == subtree:
-            if _unchanged(previous, st, file=False):
-                return [previous]
-            same = _same_node(_node(previous), st)
-            if same is not None:
-                return [same]
+        if previous is not None and parent_tree == subtree and _unchanged(previous, st, file=False):
+            return [previous]
         return [node_from_stat(path, st, subtree=subtree)]
 
     async def previous_items(self, parent_tree: str | None) -> dict[str, Item]:
@@ -903,11 +897,16 @@ Item = dict[str, Any]
 
 
 def _unchanged(item: Item, st: os.stat_result, *, file: bool) -> bool:
-    """:func:`_same_node`'s rule (and, for a file, :meth:`_Backup.reusable`'s) on the parent tree's JSON:
-    true only when lstat would rebuild exactly this node. Comparing the JSON spares building a
-    :class:`Node` (twenty fields, three times) for each of the thousands of files an incremental backup
-    finds unchanged. Anything unusual (another type, a missing or odd field) answers False and the caller
-    takes the general path."""
+    """True only when ``lstat`` would rebuild exactly this parent node (its JSON, unparsed), so the node is
+    kept as it is: no user/group/xattr lookups, no :class:`Node` built (twenty fields) for each of the
+    thousands of entries an incremental backup finds unchanged.
+
+    For a file (whose content :meth:`_Backup.reusable` also keeps) or a directory (whose subtree came out the
+    same) with the same size, mtime, ctime and inode: ``chmod``, ``chown``, ``link`` and ``setxattr`` all update
+    ctime, so mode, owner, link count and xattrs are those recorded; what ctime does not cover is checked too
+    (the device id, the zone offset the times were written with). User and group *names* are assumed to map
+    as before. Anything unusual (another type, a missing field, times not in Go's own text) answers False:
+    the node is then rebuilt from ``lstat``, which is always right, only slower."""
     get = item.get
     mtime_text, ctime_text = get("mtime"), get("ctime")
     if (
@@ -963,35 +962,6 @@ def _subtree(item: Item | Node | None) -> str | None:
         return item.subtree if item.type == "dir" else None
     subtree = item.get("subtree") if item is not None and item.get("type") == "dir" else None
     return subtree if isinstance(subtree, str) else None
-
-
-def _same_node(previous: Node | None, st: os.stat_result) -> Node | None:
-    """The parent's node itself when ``lstat`` would rebuild it unchanged, else None.
-
-    For a file (whose content the caller reuses) or a directory (whose subtree came out the same) with the
-    same size, mtime, ctime and inode as its parent node: ``chmod``, ``chown``, ``link``
-    and ``setxattr`` all update ctime, so mode, owner, link count and xattrs are those recorded. What ctime
-    does not cover is checked here: the device id and the zone offset the times were written with. (User and
-    group *names* are assumed to map as before.) This skips the user/group/xattr lookups that dominate an
-    unchanged backup of many small files.
-    """
-    if (
-        previous is None
-        or previous.mtime.unix_ns != st.st_mtime_ns
-        or previous.ctime.unix_ns != st.st_ctime_ns
-        or previous.inode != st.st_ino
-        or previous.size != (st.st_size if previous.type == "file" else 0)
-        or previous.device_id != st.st_dev
-        or previous.uid != st.st_uid
-        or previous.gid != st.st_gid
-        or previous.links != (st.st_nlink if previous.type == "file" else 0)
-        or previous.mode != go_file_mode(st.st_mode)
-        or previous.atime != previous.mtime
-        or previous.mtime.offset != local_offset(st.st_mtime_ns // 1_000_000_000)
-        or previous.ctime.offset != local_offset(st.st_ctime_ns // 1_000_000_000)
-    ):
-        return None
-    return previous
 
 
 def _trie(paths: Sequence[str]) -> dict[str, Any]:

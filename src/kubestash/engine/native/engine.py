@@ -395,7 +395,7 @@ class NativeEngine:
     async def keys(self, repo: RepositoryTarget) -> list[KeyInfo]:
         async with self._session(repo, "key list", lock=None) as opened:
             found = await native_keys.list_keys(opened)
-        return [KeyInfo(k.id, k.current, user=k.username, host=k.hostname, created=k.created) for k in found]
+        return [KeyInfo(k.id[:8], k.current, user=k.username, host=k.hostname, created=k.created) for k in found]
 
     async def add_key(self, repo: RepositoryTarget, new_password: str, *, user: str = "", host: str = "") -> None:
         _new_password_ok(new_password)
