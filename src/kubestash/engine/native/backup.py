@@ -76,6 +76,7 @@ from kubestash.engine.native.chunker import MAX_SIZE as CHUNK_MAX_SIZE
 from kubestash.engine.native.chunker import boundaries
 from kubestash.engine.native.chunker import preload as preload_chunker
 from kubestash.engine.native.crypto import CryptoError
+from kubestash.engine.native.direct_io import DirectWriter, Staged
 from kubestash.engine.native.files import encode_unpacked, storage_id
 from kubestash.engine.native.pack import (
     HEADER_LENGTH_SIZE,
@@ -120,9 +121,9 @@ INDEX_INTERVAL = 120.0
 every later repository open until a prune merges them, so not much more often than restic's own (at most
 every 10 min or 50,000 blobs); recovery (:func:`recover_packs`) covers whatever a crash leaves unindexed
 anyway, at one ranged read per pack."""
-SYNCS_IN_FLIGHT = 2
-"""Packs a worker process has written but not yet fsynced and renamed while it goes on chunking (their bytes
-are in the page cache, not in the process: no memory held for them)."""
+SYNCS_IN_FLIGHT = 1
+"""Packs a worker process has handed to its writer thread (write, fsync, rename) while it goes on chunking;
+each holds a pack-sized staging buffer until written (the buffers are reused: two per worker, ~32 MiB)."""
 RECOVER_CONCURRENCY = 8
 """Pack headers read at the same time while recovering unindexed packs."""
 _TAIL_READ = 64 * 1024  # first ranged read of an unindexed pack's tail: the header of ~1,500 blobs
@@ -353,32 +354,45 @@ class _ProcessShared(_Shared):
         self.finished: list[tuple[Pack, int]] = []
         self.syncing: deque[Future[tuple[Pack, int]]] = deque()
         self.syncer: ThreadPoolExecutor | None = None  # started in the worker process, on its first pack
+        self.direct = DirectWriter()
 
     def ship(self, pack: Pack) -> None:
-        """Write the pack as :meth:`LocalStore.put` does (temporary file, fsync, read-only, rename), but only
-        the write here: fsync and rename run in a thread while this process chunks on (at most
-        :data:`SYNCS_IN_FLIGHT` packs), and the pack is reported once it is under its final name."""
+        """Write the pack as :meth:`LocalStore.put` does (temporary file, fsync, read-only, rename), on a thread
+        while this process chunks on: here its bytes are only copied into a staging buffer (so the pack's own
+        buffer is reused at once); the write, bypassing the page cache where the filesystem allows
+        (:mod:`~.direct_io`), fsync and rename follow on the thread. At most :data:`SYNCS_IN_FLIGHT` packs in
+        flight; a pack is reported once it is under its final name."""
         target = self.store.root / pack.path
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         except OSError as e:
             raise StoreError(f"{self.store.root}: cannot write {pack.path}: {e.strerror or e}") from None
-        try:
-            with memoryview(pack.data) as view:
-                done = 0
-                while done < len(view):
-                    done += os.write(fd, view[done:])
-        except OSError as e:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise StoreError(f"{self.store.root}: cannot write {pack.path}: {e.strerror or e}") from None
+        self.harvest(wait=len(self.syncing) - SYNCS_IN_FLIGHT + 1)  # one staging buffer per pack in flight
+        staged = self.direct.stage(pack.data)
         if self.syncer is None:
             self.syncer = ThreadPoolExecutor(1, thread_name_prefix="pack-sync")
         uploaded = (Pack(pack.id, b"", pack.blobs), len(pack.data))
-        self.syncing.append(self.syncer.submit(_sync_pack, fd, tmp, str(target), pack.path, uploaded))
-        self.harvest(wait=len(self.syncing) - SYNCS_IN_FLIGHT)
+        self.syncing.append(self.syncer.submit(self._write_pack, fd, tmp, str(target), staged, uploaded))
+
+    def _write_pack(
+        self, fd: int, tmp: str, target: str, staged: Staged, uploaded: tuple[Pack, int]
+    ) -> tuple[Pack, int]:
+        """The second half of :meth:`ship`, on the sync thread: write, fsync, read-only (as restic leaves its
+        files), rename."""
+        try:
+            try:
+                self.direct.write(fd, staged)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(tmp, 0o400)
+            os.replace(tmp, target)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StoreError(f"{self.store.root}: cannot write {uploaded[0].path}: {e.strerror or e}") from None
+        return uploaded
 
     def harvest(self, wait: int = 0) -> None:
         """Move synced packs to :attr:`finished`: the oldest ``wait`` waited for, then all that are done."""
@@ -402,22 +416,6 @@ class _ProcessShared(_Shared):
         unreadable, self.unreadable = self.unreadable, []
         done, self.finished = self.finished, []
         return nodes, unreadable, done
-
-
-def _sync_pack(fd: int, tmp: str, target: str, path: str, uploaded: tuple[Pack, int]) -> tuple[Pack, int]:
-    """The second half of :meth:`_ProcessShared.ship`: fsync, read-only (as restic leaves its files), rename."""
-    try:
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o400)
-        os.replace(tmp, target)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
-    return uploaded
 
 
 async def _no_upload(pack: Pack) -> None:
