@@ -11,10 +11,15 @@ import pytest
 from kubestash.engine.native.direct_io import ALIGN, DirectWriter
 
 
-def write_file(writer: DirectWriter, path: Path, data: bytes) -> None:
+def write_file(writer: DirectWriter, path: Path, data: bytes, piece: int = 0) -> None:
+    """``data`` into a new file: in pieces of ``piece`` bytes (a multiple of ALIGN) and the rest, or at once."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        writer.write(fd, writer.stage(data))
+        done = 0
+        while piece and len(data) - done > piece:
+            writer.write(fd, writer.stage(data[done : done + piece]))
+            done += piece
+        writer.write(fd, writer.stage(data[done:]))
     finally:
         os.close(fd)
 
@@ -29,6 +34,12 @@ def test_files_hold_exactly_their_bytes_and_buffers_are_reused(tmp_path: Path, s
     assert (tmp_path / "file").read_bytes() == data, "no padding or stale buffer bytes past the end"
     assert (tmp_path / "big").read_bytes() == big
     assert len(writer._free) == 1, "one staging buffer served both files"
+
+
+def test_a_file_written_in_pieces_then_a_tail(tmp_path: Path) -> None:
+    data = os.urandom(5 * ALIGN + 999)
+    write_file(DirectWriter(), tmp_path / "pack", data, piece=2 * ALIGN)
+    assert (tmp_path / "pack").read_bytes() == data
 
 
 @pytest.mark.parametrize("refused_at", ["open", "write"])
@@ -47,16 +58,21 @@ def test_a_filesystem_refusing_o_direct_gets_plain_writes(
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_fcntl(fd, cmd, arg)
 
+    direct_writes = 0
+
     def write(fd: int, data: object) -> int:
-        if refused_at == "write" and real_fcntl(fd, fcntl_mod.F_GETFL) & os.O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
+        nonlocal direct_writes
+        if real_fcntl(fd, fcntl_mod.F_GETFL) & os.O_DIRECT:
+            direct_writes += 1
+            if refused_at == "write" and direct_writes > 1:  # the file's first piece went through
+                raise OSError(errno.EINVAL, "Invalid argument")
         return real_write(fd, data)  # type: ignore[arg-type]
 
     monkeypatch.setattr("kubestash.engine.native.direct_io.fcntl.fcntl", fcntl)
     monkeypatch.setattr("kubestash.engine.native.direct_io.os.write", write)
     writer = DirectWriter()
-    data = os.urandom(ALIGN + 100)
-    write_file(writer, tmp_path / "first", data)
+    data = os.urandom(3 * ALIGN + 100)
+    write_file(writer, tmp_path / "first", data, piece=ALIGN)
     assert (tmp_path / "first").read_bytes() == data
     assert writer.usable is False, "the refusal is remembered, not met again for every pack"
     data = os.urandom(50)

@@ -69,6 +69,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from kubestash.backends.base import BackendError
@@ -121,9 +122,9 @@ INDEX_INTERVAL = 120.0
 every later repository open until a prune merges them, so not much more often than restic's own (at most
 every 10 min or 50,000 blobs); recovery (:func:`recover_packs`) covers whatever a crash leaves unindexed
 anyway, at one ranged read per pack."""
-SYNCS_IN_FLIGHT = 1
-"""Packs a worker process has handed to its writer thread (write, fsync, rename) while it goes on chunking;
-each holds a pack-sized staging buffer until written (the buffers are reused: two per worker, ~32 MiB)."""
+JOBS_IN_FLIGHT = 4
+"""Writes a worker process has handed to its writer thread (a spilled piece of a pack, or a pack's tail + fsync
++ rename) while it goes on chunking; each holds a staging buffer of about a megabyte until written."""
 RECOVER_CONCURRENCY = 8
 """Pack headers read at the same time while recovering unindexed packs."""
 _TAIL_READ = 64 * 1024  # first ranged read of an unindexed pack's tail: the header of ~1,500 blobs
@@ -352,34 +353,66 @@ class _ProcessShared(_Shared):
         super().__init__(repo, pack_size, asyncio.get_running_loop(), _no_upload, None, compression_level)
         self.store = store
         self.finished: list[tuple[Pack, int]] = []
-        self.syncing: deque[Future[tuple[Pack, int]]] = deque()
+        self.jobs: deque[Future[tuple[Pack, int] | None]] = deque()
+        """Writes handed to the writer thread, in order: pieces of the open pack file (None), finished packs."""
         self.syncer: ThreadPoolExecutor | None = None  # started in the worker process, on its first pack
         self.direct = DirectWriter()
+        self.open_file: tuple[int, str] | None = None
+        self.spilled = 0
+
+    def writer(self) -> PackWriter:
+        """The pack writer of this process: it spills the pack into its temporary file as it grows."""
+        writer: PackWriter | None = getattr(self.local, "writer", None)
+        if writer is None:
+            writer = PackWriter(
+                self.repo.key, self.repo.config.version, compression_level=self.compression_level, spill=self.spill
+            )
+            self.local.writer = writer
+        return writer
+
+    def spill(self, piece: memoryview) -> None:
+        """A piece of the pack being built: to its temporary file, on the writer thread."""
+        fd, _ = self.pack_file()
+        self.submit(self.direct.write, fd, self.stage(piece))
+        self.spilled += len(piece)
 
     def ship(self, pack: Pack) -> None:
-        """Write the pack as :meth:`LocalStore.put` does (temporary file, fsync, read-only, rename), on a thread
-        while this process chunks on: here its bytes are only copied into a staging buffer (so the pack's own
-        buffer is reused at once); the write, bypassing the page cache where the filesystem allows
-        (:mod:`~.direct_io`), fsync and rename follow on the thread. At most :data:`SYNCS_IN_FLIGHT` packs in
-        flight; a pack is reported once it is under its final name."""
+        """Finish the pack file as :meth:`LocalStore.put` does (fsync, read-only, rename; the bytes spilled so
+        far are already in it), on the writer thread while this process chunks on; it is reported once it is
+        under its final name. Writes bypass the page cache where the filesystem allows (:mod:`~.direct_io`)."""
+        fd, tmp = self.pack_file()
         target = self.store.root / pack.path
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        except OSError as e:
-            raise StoreError(f"{self.store.root}: cannot write {pack.path}: {e.strerror or e}") from None
-        self.harvest(wait=len(self.syncing) - SYNCS_IN_FLIGHT + 1)  # one staging buffer per pack in flight
-        staged = self.direct.stage(pack.data)
-        if self.syncer is None:
-            self.syncer = ThreadPoolExecutor(1, thread_name_prefix="pack-sync")
-        uploaded = (Pack(pack.id, b"", pack.blobs), len(pack.data))
-        self.syncing.append(self.syncer.submit(self._write_pack, fd, tmp, str(target), staged, uploaded))
+        uploaded = (Pack(pack.id, b"", pack.blobs), self.spilled + len(pack.data))
+        self.submit(self._finish_pack, fd, tmp, target, self.stage(pack.data), uploaded)
+        self.open_file, self.spilled = None, 0
 
-    def _write_pack(
-        self, fd: int, tmp: str, target: str, staged: Staged, uploaded: tuple[Pack, int]
+    def pack_file(self) -> tuple[int, str]:
+        """The temporary file of the pack being built (its name, hence its directory, is not known yet: the
+        file waits in ``data/00/`` and is renamed into place)."""
+        if self.open_file is None:
+            directory = self.store.root / "data" / "00"
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                self.open_file = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+            except OSError as e:
+                raise StoreError(f"{self.store.root}: cannot write a pack: {e.strerror or e}") from None
+        return self.open_file
+
+    def stage(self, data: bytes | memoryview) -> Staged:
+        """``data`` copied into a staging buffer, once at most :data:`JOBS_IN_FLIGHT` writes wait before it."""
+        self.harvest(wait=len(self.jobs) - JOBS_IN_FLIGHT + 1)
+        return self.direct.stage(data)
+
+    def submit(self, job: Callable[..., tuple[Pack, int] | None], *args: Any) -> None:
+        if self.syncer is None:
+            self.syncer = ThreadPoolExecutor(1, thread_name_prefix="pack-writer")
+        self.jobs.append(self.syncer.submit(job, *args))
+
+    def _finish_pack(
+        self, fd: int, tmp: str, target: Path, staged: Staged, uploaded: tuple[Pack, int]
     ) -> tuple[Pack, int]:
-        """The second half of :meth:`ship`, on the sync thread: write, fsync, read-only (as restic leaves its
-        files), rename."""
+        """The end of a pack file, on the writer thread: its tail, fsync, read-only (as restic leaves its
+        files), rename into place."""
         try:
             try:
                 self.direct.write(fd, staged)
@@ -387,6 +420,7 @@ class _ProcessShared(_Shared):
             finally:
                 os.close(fd)
             os.chmod(tmp, 0o400)
+            target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
         except OSError as e:
             with contextlib.suppress(OSError):
@@ -395,9 +429,12 @@ class _ProcessShared(_Shared):
         return uploaded
 
     def harvest(self, wait: int = 0) -> None:
-        """Move synced packs to :attr:`finished`: the oldest ``wait`` waited for, then all that are done."""
-        while self.syncing and (wait > 0 or self.syncing[0].done()):
-            self.finished.append(self.syncing.popleft().result())
+        """Move written packs to :attr:`finished`: the oldest ``wait`` jobs waited for, then all that are done
+        (a failed write raises here)."""
+        while self.jobs and (wait > 0 or self.jobs[0].done()):
+            done = self.jobs.popleft().result()
+            if done is not None:
+                self.finished.append(done)
             wait -= 1
 
     def handle(self, message: tuple[Any, ...]) -> tuple[list[Node | None], list[str], list[tuple[Pack, int]]]:
@@ -411,7 +448,7 @@ class _ProcessShared(_Shared):
             writer: PackWriter | None = getattr(self.local, "writer", None)
             if writer is not None and writer.count:
                 self.ship(writer.finish(as_bytes=False))
-            self.harvest(wait=len(self.syncing))
+            self.harvest(wait=len(self.jobs))
         self.harvest()
         unreadable, self.unreadable = self.unreadable, []
         done, self.finished = self.finished, []

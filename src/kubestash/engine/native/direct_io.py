@@ -1,14 +1,15 @@
-"""Write a pack file with ``O_DIRECT``: the device reads the bytes from our memory, no page-cache copy.
+"""Write pack files with ``O_DIRECT``: the device reads the bytes from our memory, no page-cache copy.
 
 Why: a backup writes most of its input again as packs, and each buffered ``write`` copies every byte into
 freshly allocated page-cache pages. On this project's VMs that copy (``copy_folio_from_iter_atomic`` in a
-profile) cost 1.2-2.5 CPU-seconds per 800 MB -- about a sixth of a first backup's CPU -- while an
-``O_DIRECT`` write of the same bytes costs 0.1 s; the pack is fsynced right after anyway, so the page cache
-bought nothing. ``O_DIRECT`` wants an aligned buffer, offset and length, so the pack is copied once into a
-page-aligned staging buffer (a user-space copy, a tenth of the kernel's), written padded to the block size,
-and the file cut back to its length; the copy frees the pack's own buffer at once, so the write itself
-runs on a thread while the backup goes on. Where the filesystem refuses ``O_DIRECT`` (tmpfs, some network
-filesystems) the same buffer is written plainly. No library offers this for Python.
+profile) cost 1.2-2.5 CPU-seconds per 800 MB -- about a sixth of a first backup's CPU -- while ``O_DIRECT``
+writes of the same bytes cost 0.1 s; the pack is fsynced right after anyway, so the page cache bought
+nothing. ``O_DIRECT`` wants an aligned buffer, offset and length: a worker's pack writer hands over its pack
+in pieces of a multiple of a page as it grows (``PackWriter(spill=...)``), each copied into a page-aligned
+staging buffer (a user-space copy, a tenth of the kernel's; it frees the writer's buffer at once, so the
+write runs on a thread while the backup goes on); the tail is written padded and the file cut back to its
+length. Where the filesystem refuses ``O_DIRECT`` (some network or FUSE filesystems) the same buffers are
+written plainly. No library offers this for Python.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ class DirectWriter:
         return Staged(buffer, size)
 
     def write(self, fd: int, staged: Staged) -> None:
-        """Write ``staged`` as the whole content of the empty file ``fd`` and free its buffer; OSError as
-        ``os.write`` raises it (``O_DIRECT`` refusals are not errors: the plain write follows)."""
+        """Write ``staged`` at the end of the file ``fd`` (whose length is a multiple of :data:`ALIGN` unless
+        ``O_DIRECT`` was given up) and free its buffer; OSError as ``os.write`` raises it (``O_DIRECT``
+        refusals are not errors: the plain write follows)."""
         try:
             if not (self.usable and self._write_direct(fd, staged)):
                 with memoryview(staged.buffer) as view:
@@ -59,6 +61,9 @@ class DirectWriter:
 
     def _write_direct(self, fd: int, staged: Staged) -> bool:
         padded = -(-staged.size // ALIGN) * ALIGN
+        offset = os.lseek(fd, 0, os.SEEK_END)
+        if offset % ALIGN:
+            return False
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         try:
             fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
@@ -73,11 +78,13 @@ class DirectWriter:
         except OSError:
             self.usable = False  # e.g. EINVAL: this filesystem takes O_DIRECT opens but not these writes
             fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
             return False
         fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-        os.ftruncate(fd, staged.size)  # the padding (whatever the buffer held there) cut off
+        if padded != staged.size:
+            os.ftruncate(fd, offset + staged.size)  # the padding (whatever the buffer held there) cut off
+            os.lseek(fd, offset + staged.size, os.SEEK_SET)
         return True
 
 

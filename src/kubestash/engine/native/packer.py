@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,6 +40,10 @@ _PLAIN_ENTRY = struct.Struct("<BI32s")
 _COMPRESSED_ENTRY = struct.Struct("<BII32s")
 SAMPLE = 16 * 1024
 """Bytes of a large blob compressed first, to decide whether compressing all of it is worth it."""
+SPILL_AT = 1024 * 1024
+"""With a ``spill`` (see :class:`PackWriter`), bytes gathered before they are handed over."""
+SPILL_ALIGN = 4096
+"""Spilled pieces are a multiple of this (a page: what ``O_DIRECT`` writes need, see ``direct_io``)."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,24 @@ class PackWriter:
     the writer starts a new one. Memory per writer is thus one pack, not the blobs plus their join.
     """
 
-    def __init__(self, key: Key, version: int, *, compression_level: int = 3, capacity: int = 0) -> None:
+    def __init__(
+        self,
+        key: Key,
+        version: int,
+        *,
+        compression_level: int = 3,
+        capacity: int = 0,
+        spill: Callable[[memoryview], None] | None = None,
+    ) -> None:
+        """``spill``, if given, receives the pack's bytes as it grows, once :data:`SPILL_AT` have gathered, in
+        pieces of at most that size and a multiple of :data:`SPILL_ALIGN`, so only about that much (plus a
+        blob) stays in memory; :meth:`finish` then returns the rest (see there)."""
         if version not in (1, 2):
             raise ValueError(f"unsupported repository version {version}")
+        self._spill = spill
+        self._base = 0
+        """Offset in the pack of the buffer's first byte (bytes already spilled)."""
+        self._hash = hashlib.sha256()
         self._key = key
         self._version = version
         self._compressor = zstandard.ZstdCompressor(level=compression_level) if version >= 2 else None
@@ -106,7 +125,21 @@ class PackWriter:
             id or hashlib.sha256(plaintext).hexdigest(), blob_type, offset, self._size - offset, uncompressed
         )
         self._blobs.append(blob)
+        if self._spill is not None and self._size - self._base >= SPILL_AT:
+            self._spill_aligned()
         return blob
+
+    def _spill_aligned(self) -> None:
+        assert self._spill is not None
+        count = (self._size - self._base) // SPILL_ALIGN * SPILL_ALIGN
+        with memoryview(self._buffer) as view:
+            for start in range(0, count, SPILL_AT):  # pieces of SPILL_AT at most: the receiver's buffers stay small
+                with view[start : min(count, start + SPILL_AT)] as piece:
+                    self._hash.update(piece)
+                    self._spill(piece)
+        rest = self._size - self._base - count  # less than SPILL_ALIGN: moved to the front, the buffer kept
+        self._buffer[:rest] = self._buffer[count : count + rest]
+        self._base += count
 
     def _worth_compressing(self, plaintext: bytes | memoryview) -> bool:
         """False for a large blob whose first :data:`SAMPLE` bytes zstd cannot shrink by 2 %: random-looking
@@ -123,7 +156,8 @@ class PackWriter:
 
         The buffer is allocated at ``capacity`` bytes up front (untouched pages cost no memory) and grown
         geometrically past it, so appending is one copy of ``payload``, not a reallocation each time."""
-        start = self._size
+        offset = self._size
+        start = offset - self._base
         end = start + IV_SIZE + len(payload)
         need = end + MAC_SIZE
         buffer = self._buffer
@@ -141,8 +175,8 @@ class PackWriter:
             encryptor.finalize()
             view[end:need] = Poly1305.generate_tag(self._key.mac_r + self._mac_ecb.update(iv), ciphertext)
             ciphertext.release()
-        self._size = need
-        return start
+        self._size = need + self._base
+        return offset
 
     def header(self) -> bytes:
         entries = []
@@ -160,17 +194,20 @@ class PackWriter:
     def finish(self, *, as_bytes: bool = True) -> Pack:
         """The pack's bytes and id; the writer starts over empty. ``as_bytes=False`` hands over the buffer
         itself (a ``bytearray``, no copy): for a local store, whose writes take any bytes-like object; some
-        object store clients insist on ``bytes``."""
+        object store clients insist on ``bytes``. With ``spill``, :attr:`Pack.data` is only what was not
+        spilled yet (the pack's tail, to be written after the spilled pieces); the id is the whole pack's."""
         if not self._blobs:
             raise ValueError("a pack needs at least one blob")
         header_start = self._append_encrypted(self.header())
         data = self._buffer
-        del data[self._size :]  # the unused capacity (shrinking an mmap-backed buffer does not copy)
-        data += struct.pack("<I", len(data) - header_start)
+        del data[self._size - self._base :]  # the unused capacity (shrinking an mmap-backed buffer does not copy)
+        data += struct.pack("<I", self._size - header_start)
+        self._hash.update(data)
         stored = bytes(data) if as_bytes else cast(bytes, data)
-        pack = Pack(hashlib.sha256(data).hexdigest(), stored, tuple(self._blobs))
+        pack = Pack(self._hash.hexdigest(), stored, tuple(self._blobs))
         # A copy went out: the next pack reuses this buffer (see recycle()).
         self._buffer, self._blobs, self._size = data if as_bytes else bytearray(), [], 0
+        self._base, self._hash = 0, hashlib.sha256()
         return pack
 
     def recycle(self, data: bytes) -> None:
