@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 from typing import Literal, NamedTuple
 
 import zstandard
@@ -108,6 +109,17 @@ def read_header(key: Key, pack: bytes, pack_id: str = "?") -> list[PackedBlob]:
     return blobs
 
 
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor: making one per blob (its context zeroed each time) cost ~3 % of a restore."""
+    found: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if found is None:
+        found = _local.decompressor = zstandard.ZstdDecompressor()
+    return found
+
+
 def decode_blob(key: Key, blob: PackedBlob, stored: bytes | memoryview, pack_id: str = "?") -> bytes:
     """The verified plaintext of ``blob`` from its ``blob.length`` encrypted bytes. ``stored`` may be a view
     into a larger read (a pack, a span of it): the MAC and the decryption read it in place, no copy first."""
@@ -128,7 +140,7 @@ def decode_blob(key: Key, blob: PackedBlob, stored: bytes | memoryview, pack_id:
         ciphertext.release()
     if blob.uncompressed_length is not None:
         try:
-            plain = zstandard.ZstdDecompressor().decompress(plain, max_output_size=blob.uncompressed_length)
+            plain = _decompressor().decompress(plain, max_output_size=blob.uncompressed_length)
         except zstandard.ZstdError as e:
             raise IntegrityError(f"{where}: cannot decompress: {e}") from None
         if len(plain) != blob.uncompressed_length:
