@@ -99,6 +99,15 @@ def restic_repo(request: pytest.FixtureRequest, source: Path, tmp_path_factory: 
     return ResticRepo(path, version, ids)
 
 
+@pytest.fixture(params=["threads", "processes"])
+def restore_in(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Restore in threads (as from an object store, or a small restore) or in worker processes (a large one
+    from a local repository): the threshold moved so that this small tree takes either path."""
+    minimum = 1 << 62 if request.param == "threads" else 0
+    monkeypatch.setattr("kubestash.engine.native.restore.PROCESS_MIN_BYTES", minimum)
+    return str(request.param)
+
+
 def open_local(repo: ResticRepo, password: str = PASSWORD) -> NativeRepository:
     return run(NativeRepository.open(LocalStore(repo.path), password))
 
@@ -136,7 +145,7 @@ def test_pack_headers_agree_with_index(restic_repo: ResticRepo) -> None:
     assert (compressed > 0) == (restic_repo.version == 2)
 
 
-def test_restore_reproduces_the_tree(restic_repo: ResticRepo, source: Path, tmp_path: Path) -> None:
+def test_restore_reproduces_the_tree(restic_repo: ResticRepo, source: Path, tmp_path: Path, restore_in: str) -> None:
     repo = open_local(restic_repo)
     files, size = run(restore(repo, restic_repo.snapshot_ids[-1], tmp_path / "out"))
     out = restored_at(tmp_path / "out", source)
@@ -154,7 +163,20 @@ def test_restore_reproduces_the_tree(restic_repo: ResticRepo, source: Path, tmp_
     assert out.stat().st_mtime_ns == source.stat().st_mtime_ns
 
 
-def test_restore_include_and_exclude(restic_repo: ResticRepo, source: Path, tmp_path: Path) -> None:
+def test_restore_over_changed_files(restic_repo: ResticRepo, source: Path, tmp_path: Path, restore_in: str) -> None:
+    """Restoring over a previous restore whose files grew, shrank or were replaced gives the snapshot back."""
+    repo = open_local(restic_repo)
+    run(restore(repo, "latest", tmp_path / "out"))
+    out = restored_at(tmp_path / "out", source)
+    with (out / "big.bin").open("ab") as f:
+        f.write(b"garbage past the end" * 1000)
+    (out / "big-copy.bin").write_bytes(b"short")
+    (out / "a.txt").unlink()
+    run(restore(repo, "latest", tmp_path / "out"))
+    assert describe(out) == describe(source)
+
+
+def test_restore_include_and_exclude(restic_repo: ResticRepo, source: Path, tmp_path: Path, restore_in: str) -> None:
     repo = open_local(restic_repo)
     snap = restic_repo.snapshot_ids[-1][:10]
     files, _ = run(restore(repo, snap, tmp_path / "inc", include=[str(source / "données"), "*.sh"]))
@@ -176,7 +198,7 @@ def test_wrong_password(restic_repo: ResticRepo) -> None:
         open_local(restic_repo, "not-the-password")
 
 
-def test_flipped_byte_is_an_integrity_error(restic_repo: ResticRepo, tmp_path: Path) -> None:
+def test_flipped_byte_is_an_integrity_error(restic_repo: ResticRepo, tmp_path: Path, restore_in: str) -> None:
     copy = tmp_path / "damaged"
     shutil.copytree(restic_repo.path, copy)
     repo = run(NativeRepository.open(LocalStore(copy), PASSWORD))
