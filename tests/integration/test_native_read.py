@@ -30,7 +30,7 @@ from kubestash.engine.native.repository import (
     parse_time_ns,
 )
 from kubestash.engine.native.restore import restore
-from kubestash.engine.native.store import BackendStore, LocalStore, path_of
+from kubestash.engine.native.store import BackendStore, LocalStore, StoreError, path_of
 from restic_helpers import PASSWORD, cheapen_key, describe, make_tree, restored_at
 from storage_servers import moto_server
 
@@ -211,6 +211,16 @@ def test_flipped_byte_is_an_integrity_error(restic_repo: ResticRepo, tmp_path: P
         run(restore(repo, "latest", tmp_path / "out"))
     assert big.pack_id in str(info.value)
     assert big.blob.id in str(info.value)
+
+
+def test_a_missing_pack_is_named(restic_repo: ResticRepo, tmp_path: Path, restore_in: str) -> None:
+    copy = tmp_path / "damaged"
+    shutil.copytree(restic_repo.path, copy)
+    repo = run(NativeRepository.open(LocalStore(copy), PASSWORD))
+    big = max(repo.index.values(), key=lambda e: e.blob.length)
+    (copy / path_of("data", big.pack_id)).unlink()
+    with pytest.raises(StoreError, match=big.pack_id):
+        run(restore(repo, "latest", tmp_path / "out"))
 
 
 def test_reads_a_restic_repository_on_s3(tmp_path: Path) -> None:

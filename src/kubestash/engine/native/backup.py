@@ -372,9 +372,15 @@ class _ProcessShared(_Shared):
 
     def spill(self, piece: memoryview) -> None:
         """A piece of the pack being built: to its temporary file, on the writer thread."""
-        fd, _ = self.pack_file()
-        self.submit(self.direct.write, fd, self.stage(piece))
+        fd, tmp = self.pack_file()
+        self.submit(self._write_piece, fd, tmp, self.stage(piece))
         self.spilled += len(piece)
+
+    def _write_piece(self, fd: int, tmp: str, staged: Staged) -> None:
+        try:
+            self.direct.write(fd, staged)
+        except OSError as e:
+            raise StoreError(f"{self.store.root}: cannot write {tmp}: {e.strerror or e}") from None
 
     def ship(self, pack: Pack) -> None:
         """Finish the pack file as :meth:`LocalStore.put` does (fsync, read-only, rename; the bytes spilled so

@@ -45,11 +45,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import BinaryIO
 
 from kubestash.engine.native.crypto import Key
 from kubestash.engine.native.pack import IntegrityError, PackedBlob, decode_blob
 from kubestash.engine.native.repository import NativeRepository
-from kubestash.engine.native.store import LocalStore, path_of
+from kubestash.engine.native.store import LocalStore, StoreError, path_of
 from kubestash.engine.native.tree import Node, unix_mode
 from kubestash.engine.native.workers import WorkerProcesses, fork_available, tune_malloc
 
@@ -336,10 +337,7 @@ class _Files:
                                 self.fds[path] = fd
                                 cached = True
             assert fd is not None
-            with memoryview(data) as view:
-                done = 0
-                while done < len(view):
-                    done += os.pwrite(fd, view[done:], offset + done)
+            _pwrite(fd, data, offset)
         finally:
             if fd is not None and not cached:
                 os.close(fd)
@@ -467,10 +465,10 @@ class _ProcessWrites:
         existed: list[Path] = []
         fds: dict[Path, int] = {}
         try:
-            with open(self.root / path_of("data", pack_id), "rb", buffering=0) as pack:
+            with self._open_pack(pack_id) as pack:
                 for run in _spans(list(blobs)):
                     start = run[0].offset
-                    data = os.pread(pack.fileno(), run[-1].offset + run[-1].length - start, start)
+                    data = self._read(pack, pack_id, start, run[-1].offset + run[-1].length - start)
                     with memoryview(data) as view:
                         for blob in run:
                             at = blob.offset - start
@@ -486,6 +484,18 @@ class _ProcessWrites:
         finally:
             _close(fds)
         return done, existed
+
+    def _open_pack(self, pack_id: str) -> BinaryIO:
+        try:
+            return open(self.root / path_of("data", pack_id), "rb", buffering=0)
+        except OSError as e:
+            raise StoreError(f"{self.root}: cannot read {path_of('data', pack_id)}: {e.strerror or e}") from None
+
+    def _read(self, pack: BinaryIO, pack_id: str, start: int, length: int) -> bytes:
+        try:
+            return os.pread(pack.fileno(), length, start)
+        except OSError as e:
+            raise StoreError(f"{self.root}: cannot read {path_of('data', pack_id)}: {e.strerror or e}") from None
 
 
 def _open_for_restore(path: Path, existed: list[Path]) -> int:
