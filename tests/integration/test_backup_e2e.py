@@ -257,6 +257,13 @@ def component_error(kube: Client, ns: str, session: dict[str, Any]) -> str:
     return "; ".join(str(c.get("error")) for c in snap["components"].values() if c.get("error"))
 
 
+def write_random(path: Path, pieces: int) -> None:
+    """``pieces`` times 8 MiB of fresh random bytes."""
+    with path.open("wb") as f:
+        for _ in range(pieces):
+            f.write(os.urandom(8 << 20))
+
+
 def task_pids(reading: Path) -> list[int]:
     """The task processes (children of this test process, which runs the operator) with a process at or
     below them reading ``reading``: the restic child of a task, a native engine's worker, or the task itself.
@@ -323,9 +330,7 @@ def test_failures_say_why_and_the_next_backup_succeeds(server: ServerProcess, ku
         errors["password"] = component_error(kube, world.ns, failed)
         await asyncio.to_thread(set_password, PASSWORD)
 
-        with big.open("wb") as f:
-            for _ in range(60):
-                f.write(os.urandom(8 << 20))
+        write_random(big, 60)
         name = await asyncio.to_thread(trigger_now, kube, world.ns, "fail")
         await running_snapshot(kube, world.ns, name, big)
         for pid in task_pids(big):
@@ -338,6 +343,9 @@ def test_failures_say_why_and_the_next_backup_succeeds(server: ServerProcess, ku
         check = await asyncio.to_thread(world.restic, repo_dir, "check")
         assert check.returncode == 0, check.stderr
 
+        # New content, so that this backup has all of it to write: the killed one left its packs behind, and a
+        # backup that only finds them again could finish before the deletion below reaches the operator.
+        write_random(big, 60)
         name = await asyncio.to_thread(trigger_now, kube, world.ns, "fail")
         await running_snapshot(kube, world.ns, name, big)
         await asyncio.to_thread(kube.delete, core_resource("PersistentVolumeClaim"), "data", namespace=world.ns)

@@ -678,7 +678,8 @@ class _Backup:
         """The parent tree's nodes by name, as JSON (see :func:`_unchanged`)."""
         if parent_tree is None:
             return {}
-        return {go_unquote(str(item.get("name", ""))): item for item in await self.repo.load_tree_items(parent_tree)}
+        items = await self.repo.load_tree_items(parent_tree, with_text=True)
+        return {go_unquote(str(item.get("name", ""))): item for item in items}
 
     async def directory(self, path: str, parent_tree: str | None) -> str:
         """Store the tree of directory ``path``; its id."""
