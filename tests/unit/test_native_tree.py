@@ -12,7 +12,6 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubestash.engine.native.repository import _items_with_text
 from kubestash.engine.native.tree import (
     MODE_DIR,
     MODE_SETUID,
@@ -21,15 +20,12 @@ from kubestash.engine.native.tree import (
     GoTime,
     Node,
     decode_tree,
-    encode_node,
     encode_tree,
     go_file_mode,
     go_json_string,
     go_quote,
     go_unquote,
-    item_json,
     node_from_stat,
-    sort_key,
     unix_mode,
 )
 
@@ -241,6 +237,7 @@ def test_encode_decode_round_trip(items: list[Node]) -> None:
 def test_a_nodes_json_is_reused_only_when_it_is_what_encoding_gives(node: Node) -> None:
     """An unchanged parent node's JSON goes into the new tree as it was read (no parse, no re-encoding), but
     only when that is byte for byte what encoding the node gives; otherwise the caller encodes it."""
+    from kubestash.engine.native.tree import encode_node, item_json
 
     text = encode_node(node)
     reused = item_json(json.loads(text))
@@ -290,18 +287,3 @@ def test_node_from_stat(tmp_path: Path) -> None:
     assert (d.type, d.size, d.links, d.content, d.subtree) == ("dir", 0, 0, None, "11" * 32)
     link = node_from_stat(tmp_path / "l", (tmp_path / "l").lstat())
     assert (link.type, link.linktarget, link.content, link.links) == ("symlink", "f", None, 1)
-
-
-@given(st.lists(nodes, max_size=6, unique_by=lambda n: n.name))
-def test_nodes_read_with_their_text_give_that_text_back(items: list[Node]) -> None:
-    """A parent tree read node by node (``with_text``) yields each node's exact JSON, the same objects as a
-    whole-blob parse, and :func:`item_json` hands the text back rather than encoding again."""
-    blob = encode_tree(items).decode("utf-8")
-    found = _items_with_text(blob)
-    assert found is not None
-    assert found == json.loads(blob)["nodes"]
-    assert [getattr(i, "text", None) for i in found] == [encode_node(n) for n in sorted(items, key=sort_key)]
-    for item in found:
-        text = item_json(item)
-        assert text is None or text == getattr(item, "text", None)
-    assert _items_with_text(blob.replace('{"nodes":[', '{"nodes": [')) is None, "another layout: parsed generally"

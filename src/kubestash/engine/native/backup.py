@@ -678,8 +678,7 @@ class _Backup:
         """The parent tree's nodes by name, as JSON (see :func:`_unchanged`)."""
         if parent_tree is None:
             return {}
-        items = await self.repo.load_tree_items(parent_tree, with_text=True)
-        return {go_unquote(str(item.get("name", ""))): item for item in items}
+        return {go_unquote(str(item.get("name", ""))): item for item in await self.repo.load_tree_items(parent_tree)}
 
     async def directory(self, path: str, parent_tree: str | None) -> str:
         """Store the tree of directory ``path``; its id."""

@@ -258,67 +258,21 @@ class NativeRepository:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IntegrityError(f"tree {tree_id} is not a valid tree: {exc}") from None
 
-    async def load_tree_items(self, tree_id: str, *, with_text: bool = False) -> list[dict[str, Any]]:
+    async def load_tree_items(self, tree_id: str) -> list[dict[str, Any]]:
         """A tree blob's nodes as its JSON has them, for readers that need a few fields of each (building
-        :class:`Node` objects, times parsed, cost the walk of an unchanged backup as much as the rest).
-        ``with_text``: each node a :class:`TreeItem` carrying its own JSON text, where the blob is laid out
-        as restic writes it (else plain objects)."""
+        :class:`Node` objects, times parsed, cost the walk of an unchanged backup as much as the rest)."""
         entry = self.lookup(tree_id)
         if entry.blob.type != "tree":
             raise IntegrityError(f"blob {tree_id} is a {entry.blob.type} blob, not a tree")
         data = await self.load_blob(tree_id)
-        text = data.decode("utf-8", "replace")
-        if with_text:
-            found = _items_with_text(text)
-            if found is not None:
-                return found
         try:
-            doc = json.loads(text)
+            doc = json.loads(data.decode("utf-8", "replace"))
         except ValueError as exc:
             raise IntegrityError(f"tree {tree_id} is not a valid tree: {exc}") from None
         items = (doc.get("nodes") or []) if isinstance(doc, dict) else None  # an empty tree may say null
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
             raise IntegrityError(f"tree {tree_id} is not a valid tree: no list of nodes")
         return items
-
-
-class TreeItem(dict[str, Any]):
-    """A tree node's JSON object and ``text``, the exact JSON it was read from (see ``tree.item_json``)."""
-
-    __slots__ = ("text",)
-    text: str
-
-
-_NODE_DECODER = json.JSONDecoder()
-_TREE_START, _TREE_END = '{"nodes":[', "]}"
-
-
-def _items_with_text(text: str) -> list[dict[str, Any]] | None:
-    """The nodes of a tree blob in restic's compact layout, each with its text; None for any other layout
-    (whitespace, another top-level key, a damaged blob), which the caller parses the general way."""
-    if not text.startswith(_TREE_START):
-        return None
-    items: list[dict[str, Any]] = []
-    at = len(_TREE_START)
-    if not text.startswith(_TREE_END, at):
-        while True:
-            try:
-                obj, end = _NODE_DECODER.raw_decode(text, at)
-            except ValueError:
-                return None
-            if not isinstance(obj, dict):
-                return None
-            item = TreeItem(obj)
-            item.text = text[at:end]
-            items.append(item)
-            if text.startswith(",", end):
-                at = end + 1
-            elif text.startswith(_TREE_END, end):
-                at = end
-                break
-            else:
-                return None
-    return items if text[at + len(_TREE_END) :] in ("", "\n") else None
 
 
 async def _read_config(store: Store, key: Key, *, remembered: bool) -> RepositoryConfig:

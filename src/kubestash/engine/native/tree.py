@@ -495,9 +495,7 @@ def item_json(item: Mapping[str, Any]) -> str | None:
     None when that cannot be vouched for (keys out of restic's order, an empty ``omitempty`` field, a
     string Python escapes differently). The caller must know its times are Go's canonical text (a parent
     node found unchanged is: :func:`parse_go_text` accepted them). Re-encoding the unchanged nodes of a
-    directory that changed otherwise means parsing and formatting every one of them. A node that carries the
-    text it was read from (``repository.TreeItem``) gets that text back, not even re-encoded: restic and this
-    module write a node identically."""
+    directory that changed otherwise means parsing and formatting every one of them."""
     keys = tuple(item)
     try:
         omitted = _canonical_keys[keys]
@@ -510,9 +508,6 @@ def item_json(item: Mapping[str, Any]) -> str | None:
     for key in omitted:
         if not item[key]:
             return None
-    read: str | None = getattr(item, "text", None)  # the text it was read from (Go's own, or this module's)
-    if read is not None:
-        return read
     text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
     for different in _NOT_AS_GO:
         if different in text:
