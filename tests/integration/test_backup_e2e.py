@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -257,13 +258,6 @@ def component_error(kube: Client, ns: str, session: dict[str, Any]) -> str:
     return "; ".join(str(c.get("error")) for c in snap["components"].values() if c.get("error"))
 
 
-def write_random(path: Path, pieces: int) -> None:
-    """``pieces`` times 8 MiB of fresh random bytes."""
-    with path.open("wb") as f:
-        for _ in range(pieces):
-            f.write(os.urandom(8 << 20))
-
-
 def task_pids(reading: Path) -> list[int]:
     """The task processes (children of this test process, which runs the operator) with a process at or
     below them reading ``reading``: the restic child of a task, a native engine's worker, or the task itself.
@@ -330,7 +324,9 @@ def test_failures_say_why_and_the_next_backup_succeeds(server: ServerProcess, ku
         errors["password"] = component_error(kube, world.ns, failed)
         await asyncio.to_thread(set_password, PASSWORD)
 
-        write_random(big, 60)
+        with big.open("wb") as f:
+            for _ in range(60):
+                f.write(os.urandom(8 << 20))
         name = await asyncio.to_thread(trigger_now, kube, world.ns, "fail")
         await running_snapshot(kube, world.ns, name, big)
         for pid in task_pids(big):
@@ -343,11 +339,15 @@ def test_failures_say_why_and_the_next_backup_succeeds(server: ServerProcess, ku
         check = await asyncio.to_thread(world.restic, repo_dir, "check")
         assert check.returncode == 0, check.stderr
 
-        # New content, so that this backup has all of it to write: the killed one left its packs behind, and a
-        # backup that only finds them again could finish before the deletion below reaches the operator.
-        write_random(big, 60)
         name = await asyncio.to_thread(trigger_now, kube, world.ns, "fail")
         await running_snapshot(kube, world.ns, name, big)
+        # Held still (SIGSTOP to the task's process group) so that it is surely running when the operator
+        # notices the deletion: the native engine backs up the big file in about a second, faster than the
+        # operator's next look at the target. The operator's SIGKILL ends a stopped process all the same.
+        for pid in task_pids(big):
+            group = os.getpgid(pid)
+            assert group != os.getpgid(0), "task processes run in their own session"
+            os.killpg(group, signal.SIGSTOP)
         await asyncio.to_thread(kube.delete, core_resource("PersistentVolumeClaim"), "data", namespace=world.ns)
         failed = await final_status(kube, world.ns, name)
         assert failed["phase"] == "Failed"

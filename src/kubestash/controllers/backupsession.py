@@ -54,6 +54,9 @@ from kubestash.runtime.informer import Informer, Key
 
 log = logging.getLogger(__name__)
 
+RUNNING_RECHECK = 2.0
+"""Seconds between looks at a running session's target and deadline when nothing else wakes it."""
+
 FINAL = ("Succeeded", "Failed", "Skipped")
 
 
@@ -158,9 +161,10 @@ class BackupSessionReconciler:
         status["phase"] = backup_session_phase(BackupSession.model_validate({**data, "status": status}))
         if status != data.get("status"):
             await patch_status(self.client, "BackupSession", name, namespace, status)
-        if deadline is not None:
-            return Result(requeue_after=max(0.2, (deadline - now).total_seconds() + 0.1))
-        return None
+        # While a component runs, look again now and then: a deleted target (no event reaches this session)
+        # must stop a backup that reports no progress, and the deadline must be met on time.
+        wait = RUNNING_RECHECK if deadline is None else min(RUNNING_RECHECK, (deadline - now).total_seconds() + 0.1)
+        return Result(requeue_after=max(0.2, wait))
 
     # ------------------------------------------------------------ steps
 
