@@ -36,7 +36,7 @@ class DirectWriter:
 
     def stage(self, data: bytes | bytearray | memoryview) -> Staged:
         size = len(data)
-        padded = -(-size // ALIGN) * ALIGN
+        padded = _padded(size)
         buffer = self._free.pop() if self._free else None
         if buffer is None or len(buffer) < padded:
             if buffer is not None:
@@ -60,7 +60,7 @@ class DirectWriter:
             self._free.append(staged.buffer)
 
     def _write_direct(self, fd: int, staged: Staged) -> bool:
-        padded = -(-staged.size // ALIGN) * ALIGN
+        padded = _padded(staged.size)
         offset = os.lseek(fd, 0, os.SEEK_END)
         if offset % ALIGN:
             return False
@@ -86,6 +86,10 @@ class DirectWriter:
             os.ftruncate(fd, offset + staged.size)  # the padding (whatever the buffer held there) cut off
             os.lseek(fd, offset + staged.size, os.SEEK_SET)
         return True
+
+
+def _padded(size: int) -> int:
+    return -(-size // ALIGN) * ALIGN
 
 
 @dataclass(frozen=True)

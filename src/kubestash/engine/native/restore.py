@@ -405,7 +405,7 @@ def _decode_and_write(
     data: bytes,
     run: list[PackedBlob],
     writes: dict[PackedBlob, list[_Write]],
-    files: _Files,
+    files: _Files | _ExclusiveFiles,
 ) -> list[tuple[Path, int]]:
     """Decode the blobs of ``run`` and write them; (file, bytes) for every write made."""
     done: list[tuple[Path, int]] = []
@@ -462,28 +462,16 @@ class _ProcessWrites:
     def handle(self, message: tuple[str, dict[PackedBlob, list[_Write]]]) -> tuple[list[tuple[Path, int]], list[Path]]:
         pack_id, blobs = message
         done: list[tuple[Path, int]] = []
-        existed: list[Path] = []
-        fds: dict[Path, int] = {}
+        files = _ExclusiveFiles()
         try:
             with self._open_pack(pack_id) as pack:
                 for run in _spans(list(blobs)):
                     start = run[0].offset
                     data = self._read(pack, pack_id, start, run[-1].offset + run[-1].length - start)
-                    with memoryview(data) as view:
-                        for blob in run:
-                            at = blob.offset - start
-                            plain = decode_blob(self.key, blob, view[at : at + blob.length], pack_id)
-                            for write in blobs[blob]:
-                                fd = fds.get(write.path)
-                                if fd is None:
-                                    if len(fds) >= MAX_OPEN_FILES:
-                                        _close(fds)
-                                    fd = fds[write.path] = _open_for_restore(write.path, existed)
-                                _pwrite(fd, plain, write.offset)
-                                done.append((write.path, len(plain)))
+                    done += _decode_and_write(self.key, pack_id, start, data, run, blobs, files)
         finally:
-            _close(fds)
-        return done, existed
+            files.close()
+        return done, files.existed
 
     def _open_pack(self, pack_id: str) -> BinaryIO:
         try:
@@ -498,12 +486,33 @@ class _ProcessWrites:
             raise StoreError(f"{self.root}: cannot read {path_of('data', pack_id)}: {e.strerror or e}") from None
 
 
-def _open_for_restore(path: Path, existed: list[Path]) -> int:
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        existed.append(path)
-        return os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+class _ExclusiveFiles:
+    """A restore worker's files for one pack (:meth:`write` as :class:`_Files`'s): created with ``O_EXCL``,
+    or opened as they are when they exist (named in :attr:`existed`); at most :data:`MAX_OPEN_FILES` open."""
+
+    def __init__(self) -> None:
+        self.fds: dict[Path, int] = {}
+        self.existed: list[Path] = []
+
+    def write(self, path: Path, data: bytes, offset: int) -> None:
+        fd = self.fds.get(path)
+        if fd is None:
+            if len(self.fds) >= MAX_OPEN_FILES:
+                self.close()
+            fd = self.fds[path] = self._open(path)
+        _pwrite(fd, data, offset)
+
+    def _open(self, path: Path) -> int:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            self.existed.append(path)
+            return os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 def _pwrite(fd: int, data: bytes, offset: int) -> None:
@@ -511,12 +520,6 @@ def _pwrite(fd: int, data: bytes, offset: int) -> None:
         done = 0
         while done < len(view):
             done += os.pwrite(fd, view[done:], offset + done)
-
-
-def _close(fds: dict[Path, int]) -> None:
-    for fd in fds.values():
-        os.close(fd)
-    fds.clear()
 
 
 def _truncate(paths: set[Path], sizes: dict[Path, int]) -> None:
