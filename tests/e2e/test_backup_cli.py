@@ -166,6 +166,19 @@ def test_trigger_selected_sessions_and_unknown_session(server: ServerProcess, ku
         assert (slow.returncode, slow.stdout, slow.stderr) == (fast.returncode, fast.stdout, fast.stderr)
 
 
+def test_triggers_in_the_same_second_each_get_a_session(server: ServerProcess, kube: Client, ns: str) -> None:
+    """Names have one-second resolution; a quick second trigger (or one right after the initial backup) must not
+    fail with AlreadyExists: it takes the next second."""
+    names = []
+    for _ in range(3):
+        result = cli(server, "trigger", "app-backup", "-n", ns, "--sessions", "daily")
+        assert result.returncode == 0, result.stderr
+        names += [line.split()[0] for line in result.stdout.splitlines() if line.endswith("(session daily)")]
+    made = sorted(s["metadata"]["name"] for s in sessions_of(kube, ns))
+    assert len(made) == 3
+    assert sorted(n.removeprefix("backupsession.core.kubestash.com/") for n in names) == made
+
+
 def test_kubeconfig_from_environment(server: ServerProcess, kube: Client, ns: str, tmp_path: Path) -> None:
     env = {**os.environ, "KUBECONFIG": str(server.kubeconfig), "HOME": str(tmp_path)}
     result = subprocess.run(

@@ -113,13 +113,9 @@ def run(
     with api:
         try:
             bc = get_backup_configuration(api, backupconfiguration, ns)
-            now = int(time.time())
             created = []
             for session in select_sessions(bc, sessions):
-                manifest = backup_session_manifest(bc, session, now)
-                path = object_path(CORE_GROUP, "backupsessions", ns) + f"?fieldManager={FIELD_MANAGER}"
-                obj = api.post(path, manifest)
-                name = str(((obj or {}).get("metadata") or {}).get("name") or manifest["metadata"]["name"])
+                name = create_session(api, bc, session, ns)
                 out(f"backupsession.{CORE_GROUP}/{name} created (session {session})")
                 created.append(name)
             if not wait:
@@ -132,6 +128,28 @@ def run(
             raise Failure(exc.message) from exc
         except Unreachable as exc:
             raise Failure(f"cannot reach the API server: {exc}") from exc
+
+
+def create_session(api: KubeApi, bc: dict[str, Any], session: str, namespace: str, attempts: int = 3) -> str:
+    """Create one BackupSession named ``<bc>-<session>-<unix seconds>``; returns its name.
+
+    Why the retry: the name has one-second resolution, so a trigger in the same second as another session of the
+    same BackupConfiguration (the initial backup, which the native engine finishes in well under a second, or a
+    second ``trigger``) would collide. On AlreadyExists it waits for the next second and takes that time, so the
+    name stays the real creation time and a trigger never fails for having been quick.
+    """
+    path = object_path(CORE_GROUP, "backupsessions", namespace) + f"?fieldManager={FIELD_MANAGER}"
+    while True:
+        manifest = backup_session_manifest(bc, session, int(time.time()))
+        try:
+            obj = api.post(path, manifest)
+        except ApiFailure as exc:
+            attempts -= 1
+            if exc.code != 409 or attempts <= 0:
+                raise
+            time.sleep(1.0 - time.time() % 1.0 + 0.01)
+            continue
+        return str(((obj or {}).get("metadata") or {}).get("name") or manifest["metadata"]["name"])
 
 
 def get_backup_configuration(api: KubeApi, name: str, namespace: str) -> dict[str, Any]:
