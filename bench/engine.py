@@ -144,7 +144,10 @@ def worker_argv(*args: str) -> list[str]:
 
 
 def native_env() -> dict[str, str]:
+    """The native steps' environment: ``src`` importable, and bytecode cached as an installed package has it
+    (``init`` writes it; a shell's ``PYTHONDONTWRITEBYTECODE`` would make every step compile every module)."""
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     src = str(Path(__file__).resolve().parent.parent / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     return env

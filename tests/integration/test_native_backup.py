@@ -33,7 +33,7 @@ import pytest
 
 from kubestash.api.storage import Backend
 from kubestash.backends.factory import open_backend
-from kubestash.engine.native.backup import backup, excluded, tree_nodes
+from kubestash.engine.native.backup import INLINE_READ_BYTES, backup, excluded, tree_nodes
 from kubestash.engine.native.chunker import boundaries
 from kubestash.engine.native.files import decode_unpacked
 from kubestash.engine.native.init import DEFAULT_KDF, KdfParams, init_repository
@@ -210,6 +210,52 @@ def test_native_backup_after_restic_reuses_its_trees(work: Path, source: Path) -
     assert third.tree_blobs == len(source.parts) + 1  # "/", each ancestor, the source and sub
     assert source_subtree(repo, third.tree, source / "many") == source_subtree(repo, ours.tree, source / "many")
     restic(work / "repo", "check", "--read-data")
+
+
+@pytest.mark.parametrize("processes", [True, False], ids=["processes", "threads"])
+def test_an_incremental_backup_writes_the_trees_a_fresh_one_would(tmp_path: Path, processes: bool) -> None:
+    """Nodes kept from the parent (their text cut out of its tree blob, or encoded again where it cannot be:
+    two extended attributes), files read while their directory is scanned or in batches, a directory whose own
+    files are all unchanged below a changed subdirectory: every tree must come out byte for byte as a backup
+    without a parent writes it, or unchanged directories would stop deduplicating between snapshots (and
+    engines)."""
+    tree = make_tree(tmp_path / "src")
+    for d in range(3):
+        folder = tree / "many" / f"d{d}" / "inner"
+        folder.mkdir(parents=True)
+        for i in range(40):
+            (folder.parent / f"f{i:02d}.txt").write_text(f"file {d}/{i}\n" * (i + 1))
+        (folder / "deep.txt").write_text(f"deep {d}\n")
+    large = tree / "many" / "d1" / "large.bin"
+    large.write_bytes(os.urandom(INLINE_READ_BYTES + 4096))  # read in a batch, not during the scan
+    tagged = tree / "many" / "d2" / "tagged.txt"
+    tagged.write_text("tagged")
+    try:
+        os.setxattr(tagged, "user.one", b"1")
+        os.setxattr(tagged, "user.two", b"2")
+    except OSError:  # a filesystem without user xattrs: the rest still holds
+        pass
+    repo = native_init(tmp_path / "repo")
+    first = run(backup(repo, [str(tree)], processes=processes))
+
+    (tree / "many" / "d0" / "inner" / "deep.txt").write_text("changed deep\n")  # d0's own files unchanged
+    (tree / "many" / "d1" / "f03.txt").write_text("changed\n")
+    with large.open("r+b") as f:
+        f.write(b"changed")
+    (tree / "many" / "d2" / "new.txt").write_text("new")
+    (tree / "a.txt").unlink()
+    reads: list[str] = []
+    second = run(backup(repo, [str(tree)], parent=first.snapshot_id, processes=processes, on_read=reads.append))
+    changed = {"many/d0/inner/deep.txt", "many/d1/f03.txt", "many/d1/large.bin", "many/d2/new.txt"}
+    assert {str(Path(r).relative_to(tree)) for r in reads} == changed
+    assert (second.files_changed, second.files_new, second.files_read) == (3, 1, 4)
+    assert second.files_unmodified == first.files_new - 1 - 3
+    fresh = run(backup(repo, [str(tree)], parent=None, processes=processes))
+    assert fresh.files_read == fresh.total_files_processed
+    assert source_subtree(repo, second.tree, tree) == source_subtree(repo, fresh.tree, tree)
+    restic(tmp_path / "repo", "check", "--read-data")
+    restic(tmp_path / "repo", "restore", second.snapshot_id, "--target", str(tmp_path / "restored"))
+    assert describe(restored_at(tmp_path / "restored", tree)) == describe(tree)
 
 
 def test_excludes(work: Path, source: Path) -> None:

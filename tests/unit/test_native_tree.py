@@ -247,6 +247,22 @@ def test_a_nodes_json_is_reused_only_when_it_is_what_encoding_gives(node: Node) 
         assert item_json(json.loads(encode_node(plain))) == encode_node(plain)
 
 
+@given(st.lists(nodes, max_size=6, unique_by=lambda n: n.name))
+def test_node_texts_cut_each_nodes_json_out_of_its_tree(items: list[Node]) -> None:
+    """A changed directory's unchanged nodes go into its new tree as their text in the parent's blob: the cut
+    must give exactly each node's encoding, or refuse (no nodes; two extended attributes look like two nodes)."""
+    from kubestash.engine.native.tree import encode_node, node_texts, sort_key
+
+    blob = encode_tree(items).decode()
+    texts = node_texts(blob, len(items))
+    if texts is None:
+        assert not items or any(len(n.extended_attributes) > 1 for n in items)
+    else:
+        assert texts == [encode_node(n) for n in sorted(items, key=sort_key)]
+        assert node_texts(blob, len(items) + 1) is None
+    assert node_texts(blob.rstrip("\n"), len(items)) is None
+
+
 @given(
     st.lists(nodes, max_size=6, unique_by=lambda n: n.name).flatmap(
         lambda xs: st.tuples(st.just(xs), st.permutations(xs))

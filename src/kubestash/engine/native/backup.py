@@ -18,13 +18,19 @@ What restic 0.14's archiver does, reproduced where it shows in the repository:
   last few packs only), and every backup first *recovers* packs that are in ``data/`` but in no index
   (:func:`recover_packs`: one LIST, then only those packs' headers are read), so their blobs dedup.
 
-Concurrency: the walk runs on the event loop; files that must be read go, in batches per directory, to
+Concurrency: the event loop coordinates the walk; files that must be read go, in batches per directory, to
 workers that read, chunk (FastCDC, :mod:`.chunker`), hash, compress and encrypt, each filling its own data
 :class:`PackWriter`, and build the files' nodes.
 
 - On a local store (the default there, ``processes=None``): ``workers`` *processes* (:mod:`.workers`),
-  forked when the first file must be read (an unchanged backup forks none), so they inherit the key and the
-  index. A batch crosses the process boundary as paths and ``lstat`` results; what comes back is the nodes
+  forked when the first directory is scanned, so they inherit the key and the index. A worker also *scans*
+  each directory (``listdir``, ``lstat``, the comparison with the parent tree it reads from the pack file
+  itself, the nodes' JSON, with unchanged nodes' text cut out of the parent's blob, and the changed files of
+  up to :data:`INLINE_READ_BYTES`); the coordinator keeps only what needs the whole picture (subdirectories,
+  batches of larger changed files, the tree blobs). Per entry this was the coordinator's Python and it capped
+  an incremental backup at one core: measured on the 1 GiB bench set with 5 % of its files changed, the
+  coordinator's CPU went from 0.56-0.59 s to 0.08 s and the backup from 0.78-0.83 s to 0.51-0.56 s.
+  A batch crosses the process boundary as paths and ``lstat`` results; what comes back is the nodes
   (content lists) and the ids and blob lists of the packs the worker wrote meanwhile -- a worker writes its
   full packs into ``data/`` itself (atomic, fsynced), never sending bulk data through a pipe. The parent
   indexes a pack only once its worker has reported it, so the order packs → index → snapshot holds; a pack
@@ -83,12 +89,13 @@ from kubestash.engine.native.pack import (
     HEADER_LENGTH_SIZE,
     IntegrityError,
     PackedBlob,
+    decode_blob,
     header_length,
     parse_header,
     read_header,
 )
 from kubestash.engine.native.packer import DATA, TREE, Pack, PackWriter, index_json, snapshot_json
-from kubestash.engine.native.repository import NativeRepository, SnapshotInfo
+from kubestash.engine.native.repository import NativeRepository, SnapshotInfo, tree_items
 from kubestash.engine.native.store import LocalStore, StoreError, list_sizes, path_of, writable
 from kubestash.engine.native.tree import (
     GoTime,
@@ -100,6 +107,7 @@ from kubestash.engine.native.tree import (
     local_offset,
     node_from_json,
     node_from_stat,
+    node_texts,
     parse_go_text,
     sort_key,
     tree_blob,
@@ -110,8 +118,11 @@ PACK_SIZE = 16 * 1024 * 1024
 READ_WINDOW = 4 * 1024 * 1024
 BATCH_BYTES = 8 * 1024 * 1024  # files of a directory handed to a worker together, up to this many bytes
 BATCH_FILES = 64  # ... or this many files
+INLINE_READ_BYTES = 1024 * 1024
+"""Changed files a worker reads while it scans their directory, up to this many bytes per directory; the
+rest go out in batches, so one directory of large files still keeps every worker busy."""
 DIR_CONCURRENCY = 8
-"""Subdirectories of one directory walked at the same time (see ``_Backup.entry_nodes``)."""
+"""Subdirectories of one directory walked at the same time (see ``_Backup.directory``)."""
 COMPRESSION_LEVEL = 1
 INDEX_MAX_BLOBS = 50_000
 INDEX_EVERY = 64
@@ -189,6 +200,25 @@ async def tree_nodes(repo: NativeRepository, tree_id: str) -> list[Node]:
 
 
 @dataclass
+class DirScan:
+    """A directory as :meth:`_Shared.scan_directory` found it, for the coordinator to complete."""
+
+    names: list[str]
+    subdirs: list[tuple[int, str, os.stat_result, Item | None]]
+    """(position, path, lstat, the parent's node) of each subdirectory, for the coordinator to walk."""
+    to_read: list[tuple[int, str, os.stat_result, bool]]
+    """(position, path, lstat, whether the parent had it) of each file still to read."""
+    read: list[tuple[str, int, bool]]
+    """(path, size, whether the parent had it) of each file read during the scan."""
+    unmodified: list[int]
+    """Sizes of the files kept from the parent unread."""
+    texts: list[str | None] | None = None
+    """Each entry's node JSON, None where the coordinator fills it in (subdirectories, files to read); the
+    whole list None when every entry but the subdirectories is the parent's own, names and all (the parent's
+    tree is then reused if the subdirectories come out unchanged too)."""
+
+
+@dataclass
 class _Shared:
     """State the worker threads share with the event loop."""
 
@@ -204,6 +234,7 @@ class _Shared:
     local: threading.local = field(default_factory=threading.local)
     aborted: threading.Event = field(default_factory=threading.Event)
     unreadable: list[str] = field(default_factory=list)
+    excludes: tuple[str, ...] = ()
 
     @property
     def local_store(self) -> bool:
@@ -256,6 +287,80 @@ class _Shared:
                     self.unreadable.append(f"{path}: {e.strerror or e}")
                 nodes.append(None)
         return nodes
+
+    def known_content(self, item: Item) -> bool:
+        content = item.get("content")
+        return isinstance(content, list) and all(isinstance(b, str) and self.known(b) for b in content)
+
+    def reusable(self, st: os.stat_result, previous: Node | None) -> Sequence[str] | None:
+        """The parent node's content if the file is unchanged by restic's rule (and its blobs still exist)."""
+        if (
+            previous is not None
+            and previous.type == "file"
+            and previous.size == st.st_size
+            and previous.mtime.unix_ns == st.st_mtime_ns
+            and previous.ctime.unix_ns == st.st_ctime_ns
+            and previous.inode == st.st_ino
+            and previous.content is not None
+            and all(self.known(b) for b in previous.content)
+        ):
+            return previous.content
+        return None
+
+    def unread(self, full: str, st: os.stat_result, previous: Item | None) -> Node | Item | None:
+        """A file's node without reading it: the parent's own (unchanged, not even parsed), or rebuilt around the
+        parent's content (unchanged by restic's rule only); None if the file must be read."""
+        if previous is not None and _unchanged(previous, st, file=True) and self.known_content(previous):
+            return previous
+        content = self.reusable(st, _node(previous))
+        return None if content is None else node_from_stat(full, st, content=content)
+
+    def scan_directory(self, path: str, previous: dict[str, Item], raw: dict[str, str], inline_bytes: int) -> DirScan:
+        """List and ``lstat`` directory ``path``, keep what the parent tree (``previous``, by name; ``raw``: their
+        texts) has unchanged, read changed files of up to ``inline_bytes`` in all here (the rest is left to
+        :meth:`_Backup.read_files`, which spreads them over the workers) and encode the nodes. Runs in a worker
+        process, so the walk's per-entry Python is spread over the workers too (in one process it kept a core
+        busy on its own)."""
+        names = sorted(os.listdir(path), key=lambda n: n.encode("utf-8", "surrogateescape"))
+        scan = DirScan([], [], [], [], [])
+        own: list[Node | Item | None] = []
+        reused = bool(previous)
+        for name in names:
+            full = os.path.join(path, name)
+            if self.excludes and excluded(full, self.excludes):
+                continue
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue  # vanished since listdir
+            prev = previous.get(name)
+            node: Node | Item | None
+            if stat_mod.S_ISDIR(st.st_mode):
+                scan.subdirs.append((len(own), full, st, prev))
+                node = None
+            elif stat_mod.S_ISREG(st.st_mode):
+                node = self.unread(full, st, prev)
+                if node is None and st.st_size <= inline_bytes:
+                    inline_bytes -= st.st_size
+                    (node,) = self.file_nodes([(full, st)])
+                    if node is None:
+                        continue  # unreadable: left out, named in self.unreadable
+                    scan.read.append((full, st.st_size, prev is not None))
+                elif node is None:
+                    scan.to_read.append((len(own), full, st, prev is not None))
+                else:
+                    scan.unmodified.append(st.st_size)
+            else:
+                node = node_from_stat(full, st)
+            reused = reused and (node is prev or (node is None and stat_mod.S_ISDIR(st.st_mode)))
+            scan.names.append(name)
+            own.append(node)
+        if not (reused and len(own) == len(previous)):
+            scan.texts = [
+                None if node is None else _encoded(node, raw.get(name))[1]
+                for name, node in zip(scan.names, own, strict=True)
+            ]
+        return scan
 
     def chunk_file(self, path: str, size_hint: int) -> list[str]:
         """Read, chunk and store ``path``; its content list (blob ids in order). Runs in a worker thread.
@@ -349,8 +454,16 @@ class _ProcessShared(_Shared):
     stores files like a worker thread, but writes its packs to the local repository itself and reports them
     (ids and blob lists, never bytes) with the nodes; the parent indexes them (after they are on disk)."""
 
-    def __init__(self, repo: NativeRepository, store: LocalStore, pack_size: int, compression_level: int) -> None:
-        super().__init__(repo, pack_size, asyncio.get_running_loop(), _no_upload, None, compression_level)
+    def __init__(
+        self,
+        repo: NativeRepository,
+        store: LocalStore,
+        pack_size: int,
+        compression_level: int,
+        excludes: tuple[str, ...],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        super().__init__(repo, pack_size, loop, _no_upload, None, compression_level, excludes=excludes)
         self.store = store
         self.finished: list[tuple[Pack, int]] = []
         self.jobs: deque[Future[tuple[Pack, int] | None]] = deque()
@@ -443,14 +556,33 @@ class _ProcessShared(_Shared):
                 self.finished.append(done)
             wait -= 1
 
-    def handle(self, message: tuple[Any, ...]) -> tuple[list[Node | None], list[str], list[tuple[Pack, int]]]:
-        """``("files", [(path, stat)], new blob ids)`` or ``("flush",)``: (nodes, unreadable, packs written)."""
+    def previous_items(self, tree_id: str | None) -> tuple[dict[str, Item], dict[str, str]]:
+        """:meth:`_Backup.previous_items` in a worker, read straight from the pack file, with each node's own
+        text from the blob (by name, when :func:`node_texts` can tell)."""
+        if tree_id is None:
+            return {}, {}
+        entry = self.repo.lookup(tree_id)
+        data = self.store.read_range(path_of("data", entry.pack_id), entry.blob.offset, entry.blob.length)
+        plain = decode_blob(self.repo.key, entry.blob, data, entry.pack_id)
+        items = tree_items(tree_id, entry.blob, plain)
+        names = [go_unquote(str(item.get("name", ""))) for item in items]
+        texts = node_texts(plain.decode("utf-8", "replace"), len(items))
+        return dict(zip(names, items, strict=True)), dict(zip(names, texts, strict=True)) if texts else {}
+
+    def handle(self, message: tuple[Any, ...]) -> tuple[Any, list[str], list[tuple[Pack, int]]]:
+        """``("files", [(path, stat)], new blob ids)``, ``("scan", path, parent tree, new blob ids)`` or
+        ``("flush",)``: (nodes or :class:`DirScan`, unreadable, packs written)."""
+        result: Any
         if message[0] == "files":
             _, files, known = message
             self.added.update(known)  # blobs the other workers stored meanwhile: not stored twice
-            nodes = self.file_nodes(files)
+            result = self.file_nodes(files)
+        elif message[0] == "scan":
+            _, path, parent_tree, known = message
+            self.added.update(known)
+            result = self.scan_directory(path, *self.previous_items(parent_tree), INLINE_READ_BYTES)
         else:
-            nodes = []
+            result = []
             writer: PackWriter | None = getattr(self.local, "writer", None)
             if writer is not None and writer.count:
                 self.ship(writer.finish(as_bytes=False))
@@ -458,7 +590,7 @@ class _ProcessShared(_Shared):
         self.harvest()
         unreadable, self.unreadable = self.unreadable, []
         done, self.finished = self.finished, []
-        return nodes, unreadable, done
+        return result, unreadable, done
 
 
 async def _no_upload(pack: Pack) -> None:
@@ -483,7 +615,8 @@ class _Backup:
         self.repo = repo
         self.excludes = tuple(excludes)
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="native-backup")
-        self.shared = _Shared(repo, pack_size, asyncio.get_running_loop(), self.upload, on_read, compression_level)
+        loop = asyncio.get_running_loop()
+        self.shared = _Shared(repo, pack_size, loop, self.upload, on_read, compression_level, excludes=self.excludes)
         self.procs: WorkerProcesses | None = None
         """Worker processes, forked when the first file must be read (an unchanged backup forks none)."""
         self.use_processes = processes and isinstance(repo.store, LocalStore)
@@ -528,7 +661,11 @@ class _Backup:
 
     async def store_tree(self, nodes: Iterable[Node | Item]) -> str:
         """Store the tree of ``nodes`` (new ones, and the parent's own for what did not change); its id."""
-        blob = tree_blob(text for _, text in sorted(map(_encoded, nodes)))
+        return await self.store_texts(text for _, text in sorted(map(_encoded, nodes)))
+
+    async def store_texts(self, texts: Iterable[str]) -> str:
+        """Store the tree of nodes already encoded, in name order; its id."""
+        blob = tree_blob(texts)
         tree_id = hashlib.sha256(blob).hexdigest()
         if self.shared.claim(tree_id):
             self.tree_writer.add(TREE, blob, tree_id)
@@ -538,73 +675,64 @@ class _Backup:
 
     # ------------------------------------------------------------ walking
 
-    def reusable(self, st: os.stat_result, previous: Node | None) -> Sequence[str] | None:
-        """The parent node's content if the file is unchanged by restic's rule (and its blobs still exist)."""
-        if (
-            previous is not None
-            and previous.type == "file"
-            and previous.size == st.st_size
-            and previous.mtime.unix_ns == st.st_mtime_ns
-            and previous.ctime.unix_ns == st.st_ctime_ns
-            and previous.inode == st.st_ino
-            and previous.content is not None
-            and all(self.shared.known(b) for b in previous.content)
-        ):
-            return previous.content
-        return None
-
-    def counted(self, st: os.stat_result) -> None:
+    def counted(self, files: int, size: int) -> None:
         s = self.summary
-        s.total_files_processed += 1
-        s.total_bytes_processed += st.st_size
-        self.progress.files_done += 1
-        self.progress.bytes_done += st.st_size
+        s.total_files_processed += files
+        s.total_bytes_processed += size
+        self.progress.files_done += files
+        self.progress.bytes_done += size
 
-    async def read_files(self, files: list[tuple[str, os.stat_result, Item | None]]) -> list[Node | None]:
-        """Nodes of files that must be read, in one worker-pool job (batching keeps per-file overhead low)."""
+    def counted_read(self, size: int, had_parent: bool) -> None:
+        s = self.summary
+        s.files_read += 1
+        if had_parent:
+            s.files_changed += 1
+        else:
+            s.files_new += 1
+        self.counted(1, size)
+
+    async def read_files(self, files: list[tuple[str, os.stat_result, bool]]) -> list[Node | None]:
+        """Nodes of files that must be read (path, lstat, whether the parent had it), in one worker-pool job
+        (batching keeps per-file overhead low); None for a file that could not be read."""
         batch = [(f, st) for f, st, _ in files]
         if self.use_processes:
-            nodes = await self.process_files(self.worker_processes(), batch)
+            if self.shared.on_read is not None:
+                for path, _ in batch:
+                    self.shared.on_read(path)
+            nodes = await self.ask_worker("files", batch)
         else:
             nodes = await asyncio.wrap_future(self.pool.submit(self.shared.file_nodes, batch))
-        s = self.summary
-        for (_, st, previous), node in zip(files, nodes, strict=True):
-            if node is None:
-                continue
-            s.files_read += 1
-            if previous is None:
-                s.files_new += 1
-            else:
-                s.files_changed += 1
-            self.counted(st)
+        for (_, st, had_parent), node in zip(files, nodes, strict=True):
+            if node is not None:
+                self.counted_read(st.st_size, had_parent)
         if self.on_progress is not None:
             self.on_progress(self.progress)
-        return nodes
+        return list(nodes)
 
     def worker_processes(self) -> WorkerProcesses:
         if self.procs is None:
             assert isinstance(self.repo.store, LocalStore)
             preload_chunker()  # imported once here, not once per worker after the fork
-            handler = _ProcessShared(self.repo, self.repo.store, self.pack_size, self.compression_level)
+            store, excludes = self.repo.store, self.excludes
+            handler = _ProcessShared(self.repo, store, self.pack_size, self.compression_level, excludes)
             self.procs = WorkerProcesses(self.workers, handler.handle, name="native-backup")
             self.cursors = [0] * len(self.procs)
         return self.procs
 
-    async def process_files(self, procs: WorkerProcesses, batch: list[tuple[str, os.stat_result]]) -> list[Node | None]:
-        """:meth:`read_files` through a worker process."""
-        if self.shared.on_read is not None:
-            for path, _ in batch:
-                self.shared.on_read(path)
+    async def ask_worker(self, kind: str, *args: Any) -> Any:
+        """Send ``(kind, *args, blob ids stored since)`` to the next idle worker process; its answer (its packs
+        written meanwhile indexed, its unreadable files noted)."""
+        procs = self.worker_processes()
 
         def message(worker: int) -> tuple[Any, ...]:
             known = self.added_log[self.cursors[worker] :]
             self.cursors[worker] = len(self.added_log)
-            return ("files", batch, known)
+            return (kind, *args, known)
 
-        nodes, unreadable, done = await procs.call(message)
+        result, unreadable, done = await procs.call(message)
         self.shared.unreadable += unreadable
         await self.worker_packs(done)
-        return list(nodes)
+        return result
 
     async def worker_packs(self, done: list[tuple[Pack, int]]) -> None:
         for pack, size in done:
@@ -613,66 +741,26 @@ class _Backup:
                 self.added_log.append(blob.id)
             await self.uploaded(pack, size)
 
-    async def entry_nodes(self, entries: list[tuple[str, os.stat_result, Item | None]]) -> list[Node | Item]:
-        """Nodes of a directory's entries, in their order: unchanged files straight from the parent, files to
-        read in batches for the worker pool, subdirectories walked concurrently (so the pool never idles at a
-        directory's end), at most :data:`DIR_CONCURRENCY` of them at once (each holds its parent tree's nodes
-        while it waits for the pool: all of a wide directory's subdirectories at once held them all)."""
-        nodes: list[Node | Item | None] = [None] * len(entries)
-        jobs: list[Awaitable[Sequence[Node | Item | None]]] = []
-        subdirs = asyncio.Semaphore(DIR_CONCURRENCY)
+    async def entry_node(self, full: str, st: os.stat_result, previous: Item | None) -> Node | Item | None:
+        """The node of a path backed up by name (the parent's own if unchanged); None if it could not be read."""
+        if stat_mod.S_ISDIR(st.st_mode):
+            return await self.dir_node(full, st, previous)
+        if not stat_mod.S_ISREG(st.st_mode):
+            return node_from_stat(full, st)
+        node = self.shared.unread(full, st, previous)
+        if node is not None:
+            self.summary.files_unmodified += 1
+            self.counted(1, st.st_size)
+            return node
+        (read,) = await self.read_files([(full, st, previous is not None)])
+        return read
 
-        async def dir_job(full: str, st: os.stat_result, previous: Item | None) -> list[Node | Item]:
-            async with subdirs:
-                return await self.dir_node(full, st, previous)
-
-        slots: list[list[int]] = []
-        batch: list[int] = []
-        batch_bytes = 0
-        for i, (full, st, previous) in enumerate(entries):
-            if stat_mod.S_ISDIR(st.st_mode):
-                jobs.append(dir_job(full, st, previous))
-                slots.append([i])
-            elif stat_mod.S_ISREG(st.st_mode):
-                if previous is not None and _unchanged(previous, st, file=True) and self.known_content(previous):
-                    nodes[i] = previous  # the parent's own node, not even parsed
-                    self.summary.files_unmodified += 1
-                    self.counted(st)
-                    continue
-                content = self.reusable(st, _node(previous))
-                if content is not None:
-                    nodes[i] = node_from_stat(full, st, content=content)
-                    self.summary.files_unmodified += 1
-                    self.counted(st)
-                    continue
-                batch.append(i)
-                batch_bytes += st.st_size
-                if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
-                    jobs.append(self.read_files([entries[j] for j in batch]))
-                    slots.append(batch)
-                    batch, batch_bytes = [], 0
-            else:
-                nodes[i] = node_from_stat(full, st)
-        if batch:
-            jobs.append(self.read_files([entries[j] for j in batch]))
-            slots.append(batch)
-        for indexes, done in zip(slots, await asyncio.gather(*jobs), strict=True):
-            for i, node in zip(indexes, done, strict=True):
-                nodes[i] = node
-        if self.on_progress is not None:
-            self.on_progress(self.progress)
-        return [node for node in nodes if node is not None]
-
-    def known_content(self, item: Item) -> bool:
-        content = item.get("content")
-        return isinstance(content, list) and all(isinstance(b, str) and self.shared.known(b) for b in content)
-
-    async def dir_node(self, path: str, st: os.stat_result, previous: Item | None) -> list[Node | Item]:
+    async def dir_node(self, path: str, st: os.stat_result, previous: Item | None) -> Node | Item:
         parent_tree = _subtree(previous)
         subtree = await self.directory(path, parent_tree)
         if previous is not None and parent_tree == subtree and _unchanged(previous, st, file=False):
-            return [previous]
-        return [node_from_stat(path, st, subtree=subtree)]
+            return previous
+        return node_from_stat(path, st, subtree=subtree)
 
     async def previous_items(self, parent_tree: str | None) -> dict[str, Item]:
         """The parent tree's nodes by name, as JSON (see :func:`_unchanged`)."""
@@ -680,31 +768,69 @@ class _Backup:
             return {}
         return {go_unquote(str(item.get("name", ""))): item for item in await self.repo.load_tree_items(parent_tree)}
 
+    async def scan(self, path: str, parent_tree: str | None) -> DirScan:
+        """:meth:`_Shared.scan_directory` in a worker process, else here (reading nothing)."""
+        if self.use_processes:
+            scan: DirScan = await self.ask_worker("scan", path, parent_tree)
+        else:
+            scan = self.shared.scan_directory(path, await self.previous_items(parent_tree), {}, 0)
+        s = self.summary
+        s.files_unmodified += len(scan.unmodified)
+        self.counted(len(scan.unmodified), sum(scan.unmodified))
+        for full, size, had_parent in scan.read:
+            if self.shared.on_read is not None:
+                self.shared.on_read(full)
+            self.counted_read(size, had_parent)
+        return scan
+
     async def directory(self, path: str, parent_tree: str | None) -> str:
-        """Store the tree of directory ``path``; its id."""
-        previous = await self.previous_items(parent_tree)
-        names = sorted(os.listdir(path), key=lambda n: n.encode("utf-8", "surrogateescape"))
-        entries = []
-        for name in names:
-            full = os.path.join(path, name)
-            if self.excludes and excluded(full, self.excludes):
-                continue
-            try:
-                entries.append((full, os.lstat(full), previous.get(name)))
-            except FileNotFoundError:
-                continue  # vanished since listdir
-        nodes = await self.entry_nodes(entries)
+        """Store the tree of directory ``path``; its id. A worker scans the directory; here its subdirectories
+        are walked (at most :data:`DIR_CONCURRENCY` at once: each holds its parent tree's nodes while it
+        waits) and the changed files the scan left are read, in batches spread over the workers."""
+        scan = await self.scan(path, parent_tree)
+        subdirs = asyncio.Semaphore(DIR_CONCURRENCY)
+
+        async def subdir(full: str, st: os.stat_result, previous: Item | None) -> list[Node | Item]:
+            async with subdirs:
+                return [await self.dir_node(full, st, previous)]
+
+        jobs: list[Awaitable[Sequence[Node | Item | None]]] = []
+        slots: list[list[int]] = []
+        batch: list[tuple[int, str, os.stat_result, bool]] = []
+        batch_bytes = 0
+        for n, entry in enumerate(scan.to_read):
+            batch.append(entry)
+            batch_bytes += entry[2].st_size
+            if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES or n == len(scan.to_read) - 1:
+                jobs.append(self.read_files([(full, st, had) for _, full, st, had in batch]))
+                slots.append([position for position, *_ in batch])
+                batch, batch_bytes = [], 0
+        for position, full, st, previous in scan.subdirs:
+            jobs.append(subdir(full, st, previous))
+            slots.append([position])
+        filled: dict[int, Node | Item | None] = {}
+        for positions, done in zip(slots, await asyncio.gather(*jobs), strict=True):
+            filled.update(zip(positions, done, strict=True))
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+        below = [filled[position] for position, *_ in scan.subdirs]
         if (
             parent_tree is not None
-            and len(nodes) == len(previous)
-            and all(node is prev for node, (_, _, prev) in zip(nodes, entries, strict=True))
+            and scan.texts is None
+            and all(node is previous for node, (_, _, _, previous) in zip(below, scan.subdirs, strict=True))
         ):
             tree_id = parent_tree  # every node is the parent's own: the very same tree blob, already stored
-            subtrees = [_subtree(node) for node in nodes]
-            if all(subtree in self.vouched for subtree in subtrees if subtree is not None):
+            if all(subtree in self.vouched for subtree in map(_subtree, below) if subtree is not None):
                 self.vouched.add(tree_id)
         else:
-            tree_id = await self.store_tree(nodes)
+            texts = scan.texts
+            if texts is None:  # the parent's own files, but a subdirectory changed: their JSON after all
+                own = await self.previous_items(parent_tree)
+                texts = [None if i in filled else _encoded(own[name])[1] for i, name in enumerate(scan.names)]
+            for position, node in filled.items():
+                texts[position] = None if node is None else _encoded(node)[1]
+            tree_id = await self.store_texts([text for text in texts if text is not None])
         s = self.summary
         if parent_tree is None:
             s.dirs_new += 1
@@ -722,10 +848,10 @@ class _Backup:
             full = os.path.join(prefix, name)
             st = os.lstat(full)
             prev = previous.get(name)
-            if sub is None:  # a backed-up path
-                nodes += await self.entry_nodes([(full, st, prev)])
-            else:
+            if sub is not None:
                 nodes.append(node_from_stat(full, st, subtree=await self.virtual(full, sub, _subtree(prev))))
+            elif (node := await self.entry_node(full, st, prev)) is not None:  # a backed-up path
+                nodes.append(node)
         return await self.store_tree(nodes)
 
     # ------------------------------------------------------------ finishing
@@ -942,7 +1068,7 @@ def _unchanged(item: Item, st: os.stat_result, *, file: bool) -> bool:
     kept as it is: no user/group/xattr lookups, no :class:`Node` built (twenty fields) for each of the
     thousands of entries an incremental backup finds unchanged.
 
-    For a file (whose content :meth:`_Backup.reusable` also keeps) or a directory (whose subtree came out the
+    For a file (whose content :meth:`_Shared.reusable` also keeps) or a directory (whose subtree came out the
     same) with the same size, mtime, ctime and inode: ``chmod``, ``chown``, ``link`` and ``setxattr`` all update
     ctime, so mode, owner, link count and xattrs are those recorded; what ctime does not cover is checked too
     (the device id, the zone offset the times were written with). User and group *names* are assumed to map
@@ -985,12 +1111,13 @@ def _node(item: Item | None) -> Node | None:
         return None
 
 
-def _encoded(node: Node | Item) -> tuple[bytes, str]:
+def _encoded(node: Node | Item, raw: str | None = None) -> tuple[bytes, str]:
     """(sort key, JSON) of a new node, or of a parent's unchanged one: its JSON reused when it can be (its
-    times are Go's text: :func:`_unchanged` accepted it), else parsed and encoded again."""
+    times are Go's text: :func:`_unchanged` accepted it; ``raw``: its text in the parent's blob), else parsed
+    and encoded again."""
     if isinstance(node, Node):
         return sort_key(node), encode_node(node)
-    text = item_json(node)
+    text = item_json(node, raw)
     if text is None:
         parsed = node_from_json(node)
         return sort_key(parsed), encode_node(parsed)

@@ -261,18 +261,23 @@ class NativeRepository:
     async def load_tree_items(self, tree_id: str) -> list[dict[str, Any]]:
         """A tree blob's nodes as its JSON has them, for readers that need a few fields of each (building
         :class:`Node` objects, times parsed, cost the walk of an unchanged backup as much as the rest)."""
-        entry = self.lookup(tree_id)
-        if entry.blob.type != "tree":
-            raise IntegrityError(f"blob {tree_id} is a {entry.blob.type} blob, not a tree")
-        data = await self.load_blob(tree_id)
-        try:
-            doc = json.loads(data.decode("utf-8", "replace"))
-        except ValueError as exc:
-            raise IntegrityError(f"tree {tree_id} is not a valid tree: {exc}") from None
-        items = (doc.get("nodes") or []) if isinstance(doc, dict) else None  # an empty tree may say null
-        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-            raise IntegrityError(f"tree {tree_id} is not a valid tree: no list of nodes")
-        return items
+        blob = self.lookup(tree_id).blob
+        data = await self.load_blob(tree_id) if blob.type == "tree" else b""  # not read: tree_items refuses it
+        return tree_items(tree_id, blob, data)
+
+
+def tree_items(tree_id: str, blob: PackedBlob, data: bytes) -> list[dict[str, Any]]:
+    """The nodes of tree blob ``tree_id`` (``blob`` its index entry, ``data`` its plaintext) as JSON objects."""
+    if blob.type != "tree":
+        raise IntegrityError(f"blob {tree_id} is a {blob.type} blob, not a tree")
+    try:
+        doc = json.loads(data.decode("utf-8", "replace"))
+    except ValueError as exc:
+        raise IntegrityError(f"tree {tree_id} is not a valid tree: {exc}") from None
+    items = (doc.get("nodes") or []) if isinstance(doc, dict) else None  # an empty tree may say null
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise IntegrityError(f"tree {tree_id} is not a valid tree: no list of nodes")
+    return items
 
 
 async def _read_config(store: Store, key: Key, *, remembered: bool) -> RepositoryConfig:

@@ -122,9 +122,10 @@ class LocalStore:
             raise StoreError(f"{self.root}: cannot read {path}: {e.strerror or e}") from None
 
     async def get_range(self, path: str, offset: int, length: int) -> bytes:
-        return await asyncio.to_thread(self._get_range, path, offset, length)
+        return await asyncio.to_thread(self.read_range, path, offset, length)
 
-    def _get_range(self, path: str, offset: int, length: int) -> bytes:
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """:meth:`get_range` without the event loop (a worker process reading the parent tree)."""
         try:
             fd = os.open(self.root / path, os.O_RDONLY)
         except OSError as e:

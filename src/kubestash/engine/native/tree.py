@@ -490,12 +490,16 @@ _canonical_keys: dict[tuple[str, ...], tuple[str, ...] | None] = {}
 """Key order of a node → its ``omitempty`` keys (to check for empty values), None if not restic's order."""
 
 
-def item_json(item: Mapping[str, Any]) -> str | None:
+def item_json(item: Mapping[str, Any], raw: str | None = None) -> str | None:
     """A tree node exactly as :func:`encode_node` would write it, straight from the JSON it was read from, or
     None when that cannot be vouched for (keys out of restic's order, an empty ``omitempty`` field, a
     string Python escapes differently). The caller must know its times are Go's canonical text (a parent
     node found unchanged is: :func:`parse_go_text` accepted them). Re-encoding the unchanged nodes of a
-    directory that changed otherwise means parsing and formatting every one of them."""
+    directory that changed otherwise means parsing and formatting every one of them.
+
+    ``raw``: the node's own text in the tree blob it came from (:func:`node_texts`), returned as it is when
+    the keys are in restic's order: what a Go encoder wrote is what it would write again, and slicing it
+    out of the blob costs a fraction of ``json.dumps``."""
     keys = tuple(item)
     try:
         omitted = _canonical_keys[keys]
@@ -508,6 +512,8 @@ def item_json(item: Mapping[str, Any]) -> str | None:
     for key in omitted:
         if not item[key]:
             return None
+    if raw is not None:
+        return raw
     text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
     for different in _NOT_AS_GO:
         if different in text:
@@ -517,6 +523,23 @@ def item_json(item: Mapping[str, Any]) -> str | None:
     except UnicodeEncodeError:
         return None
     return text
+
+
+_NODE_SEPARATOR = '},{"name":'
+
+
+def node_texts(tree: str, count: int) -> list[str] | None:
+    """Each node's JSON as it stands in the (decoded) tree blob ``tree`` of ``count`` nodes, or None when the
+    blob is not laid out as restic and :func:`tree_blob` write it (one object per node, ``name`` first, no
+    space). A string's own quotes are escaped, so ``},{"name":`` only ever separates two nodes -- or two
+    extended attributes, which makes the count come out wrong and the answer None."""
+    head, tail = '{"nodes":[{"name":', "}]}\n"
+    if not count or not tree.startswith(head) or not tree.endswith(tail):
+        return None
+    parts = tree[len(head) : -len(tail)].split(_NODE_SEPARATOR)
+    if len(parts) != count:
+        return None
+    return ['{"name":' + part + "}" for part in parts]
 
 
 def sort_key(node: Node) -> bytes:
