@@ -19,8 +19,11 @@ not in a serial pass before any data moves (creating thousands of files up front
 system's journal), and its descriptor stays open until its last byte is written (at most
 :data:`MAX_OPEN_FILES` at once; beyond that a write opens and closes). A blob is decrypted straight out of
 the span it was read with (no per-blob copy), decompressed into one buffer of its known size, hashed, and
-written from there. Worker processes cannot agree on who truncates a file, so they create files exclusively (``O_EXCL``)
-and open existing ones as they are; the parent cuts the ones that existed before to their size at the end.
+written from there. Worker processes cannot agree on who truncates a file, so they create files exclusively
+(``O_EXCL``) and open existing ones as they are; the ones that existed before are cut to their size at the end.
+The walk keeps paths as strings and files' nodes as their JSON; each worker then parses and applies the metadata
+of its share of the files (1 GiB bench set, 20k files: walk 0.44 → 0.22 s, the serial 0.25 s of metadata gone
+into the workers; whole restore 3.5 → 2.8 s).
 
 Include/exclude patterns are a subset of restic's (``internal/filter``): a pattern is split at ``/`` and
 matched component by component with :func:`fnmatch.fnmatchcase` (``*``, ``?``, ``[...]`` never cross a
@@ -45,13 +48,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from kubestash.engine.native.crypto import Key
 from kubestash.engine.native.pack import IntegrityError, PackedBlob, decode_blob
 from kubestash.engine.native.repository import NativeRepository
 from kubestash.engine.native.store import LocalStore, StoreError, path_of
-from kubestash.engine.native.tree import Node, unix_mode
+from kubestash.engine.native.tree import Node, go_unquote, node_from_json, unix_mode
 from kubestash.engine.native.workers import WorkerProcesses, fork_available, tune_malloc
 
 PACK_CONCURRENCY = 3
@@ -71,11 +74,13 @@ RESTORE_PROCESSES = 2
 # ---------------------------------------------------------------- tree nodes
 
 
-def safe_name(node: Node) -> str:
-    """The node's name, refused when it could escape its directory (a damaged or hostile tree)."""
-    if node.name in ("", ".", "..") or "/" in node.name or "\0" in node.name:
-        raise IntegrityError(f"tree node with an unsafe name {node.name!r}")
-    return node.name
+def safe_name(node: Node | str) -> str:
+    """The node's name (or ``node`` itself, a name), refused when it could escape its directory (a damaged or
+    hostile tree)."""
+    name = node if isinstance(node, str) else node.name
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise IntegrityError(f"tree node with an unsafe name {name!r}")
+    return name
 
 
 def subtree_of(node: Node) -> str:
@@ -150,16 +155,22 @@ class PathFilter:
 # ---------------------------------------------------------------- restore
 
 
+Item = dict[str, Any]
+
+
 @dataclass
 class _Plan:
-    dirs: list[tuple[Path, Node]] = field(default_factory=list)
-    files: list[tuple[Path, Node]] = field(default_factory=list)
-    links: list[tuple[Path, Node]] = field(default_factory=list)
+    """What to create, by path (plain strings: ``pathlib`` cost the walk of 20k files as much as the rest).
+    Files keep their node's JSON, parsed only when their metadata is applied (in the workers, after the data)."""
+
+    dirs: list[tuple[str, Node]] = field(default_factory=list)
+    files: list[tuple[str, Item]] = field(default_factory=list)
+    links: list[tuple[str, Node]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class _Write:
-    path: Path
+    path: str
     offset: int
 
 
@@ -189,18 +200,19 @@ async def restore(
     snapshot = await repo.find_snapshot(snapshot_id)
     selection = PathFilter.of(include, exclude)
     plan = _Plan()
-    await _walk(repo, snapshot.tree, "", target, selection, plan)
+    await _walk(repo, snapshot.tree, "", str(target), selection, plan)
     as_root = os.geteuid() == 0
 
     await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
 
     writes: dict[str, dict[PackedBlob, list[_Write]]] = defaultdict(lambda: defaultdict(list))
     total = 0
-    remaining: dict[Path, int] = {}
-    for path, node in plan.files:
+    remaining: dict[str, int] = {}
+    index = repo.index
+    for path, item in plan.files:
         offset = 0
-        for blob_id in node.content or ():
-            entry = repo.lookup(blob_id)
+        for blob_id in item.get("content") or ():
+            entry = index.get(blob_id) or repo.lookup(str(blob_id))
             if entry.blob.type != "data":
                 raise IntegrityError(f"{path}: content blob {blob_id} is a {entry.blob.type} blob")
             writes[entry.pack_id][entry.blob].append(_Write(path, offset))
@@ -214,7 +226,7 @@ async def restore(
     if on_progress is not None:
         on_progress(progress)
 
-    def written(done: list[tuple[Path, int]]) -> None:
+    def written(done: list[tuple[str, int]]) -> None:
         for path, size in done:
             left = remaining[path] = remaining[path] - size
             progress.bytes_done += size
@@ -223,9 +235,8 @@ async def restore(
             on_progress(progress)
 
     if isinstance(repo.store, LocalStore) and fork_available() and total >= PROCESS_MIN_BYTES and len(writes) > 1:
-        existed = await _write_in_processes(repo.key, repo.store, writes, written)
-        await asyncio.to_thread(_truncate, existed, sizes)
-        await asyncio.to_thread(_finish_metadata, plan, as_root)
+        await _write_in_processes(_ProcessWrites(repo.key, repo.store.root, plan, sizes, as_root), writes, written)
+        await asyncio.to_thread(_finish_dirs, plan, as_root)
         return len(plan.files), total
 
     limit = asyncio.Semaphore(PACK_CONCURRENCY)
@@ -249,16 +260,16 @@ async def restore(
 
 
 async def _walk(
-    repo: NativeRepository, tree_id: str, prefix: str, directory: Path, selection: PathFilter, plan: _Plan
+    repo: NativeRepository, tree_id: str, prefix: str, directory: str, selection: PathFilter, plan: _Plan
 ) -> None:
-    tree = await repo.load_tree(tree_id)
-    for node in tree:
-        name = safe_name(node)
+    for item in await repo.load_tree_items(tree_id):
+        name = safe_name(go_unquote(str(item.get("name", ""))))
         snapshot_path = f"{prefix}/{name}"
         selected, descend = selection.select(snapshot_path)
-        kind = node.type
-        path = directory / name
+        kind = item.get("type")
+        path = f"{directory}/{name}"
         if kind == "dir":
+            node = _parsed(item, f"tree {tree_id}")
             if selected:
                 plan.dirs.append((path, node))
             if descend:
@@ -266,30 +277,40 @@ async def _walk(
         elif not selected:
             continue
         elif kind == "file":
-            plan.files.append((path, node))
+            content = item.get("content")
+            if content is not None and not (isinstance(content, list) and all(isinstance(b, str) for b in content)):
+                raise IntegrityError(f"tree {tree_id}: file {name!r} has no list of blob ids")
+            plan.files.append((path, item))
         elif kind == "symlink":
-            plan.links.append((path, node))
+            plan.links.append((path, _parsed(item, f"tree {tree_id}")))
         # dev, chardev, fifo, socket: not restored (see the module docstring).
 
 
-def _create_entries(plan: _Plan, as_root: bool, empty: set[Path]) -> None:
+def _parsed(item: Item, where: str) -> Node:
+    try:
+        return node_from_json(item)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError(f"{where}: not a valid tree node: {exc}") from None
+
+
+def _create_entries(plan: _Plan, as_root: bool, empty: set[str]) -> None:
     """Directories, the ``empty`` files (no content to write: nothing else creates them) and symlinks."""
-    made: set[Path] = set()
+    made: set[str] = set()
     for path, _ in plan.dirs:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)
         made.add(path)
     for path, _ in plan.files:
-        parent = path.parent
+        parent = os.path.dirname(path)
         if parent not in made:
-            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.makedirs(parent, mode=0o700, exist_ok=True)
             made.add(parent)
         if path in empty:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             os.close(fd)
     for path, node in plan.links:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.is_symlink() or path.exists():
-            path.unlink()
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        if os.path.lexists(path):
+            os.unlink(path)
         os.symlink(node.linktarget, path)
         if as_root:
             os.lchown(path, node.uid, node.gid)
@@ -301,16 +322,16 @@ class _Files:
     its last byte is written (``remaining`` counts down). Writer threads share it; after :meth:`close` (a
     failed or cancelled restore) a write raises, and the last write still running closes what is open."""
 
-    def __init__(self, remaining: dict[Path, int]) -> None:
+    def __init__(self, remaining: dict[str, int]) -> None:
         self.remaining = remaining
-        self.fds: dict[Path, int] = {}
-        self.created: set[Path] = set()
-        self.opening: dict[Path, threading.Lock] = {}
+        self.fds: dict[str, int] = {}
+        self.created: set[str] = set()
+        self.opening: dict[str, threading.Lock] = {}
         self.lock = threading.Lock()
         self.active = 0
         self.closed = False
 
-    def write(self, path: Path, data: bytes, offset: int) -> None:
+    def write(self, path: str, data: bytes, offset: int) -> None:
         with self.lock:
             if self.closed:
                 raise IntegrityError("restore stopped")
@@ -384,7 +405,7 @@ async def _restore_from_pack(
     repo: NativeRepository,
     pack_id: str,
     blobs: dict[PackedBlob, list[_Write]],
-    written: Callable[[list[tuple[Path, int]]], None],
+    written: Callable[[list[tuple[str, int]]], None],
     files: _Files,
     executor: ThreadPoolExecutor,
 ) -> None:
@@ -406,9 +427,9 @@ def _decode_and_write(
     run: list[PackedBlob],
     writes: dict[PackedBlob, list[_Write]],
     files: _Files | _ExclusiveFiles,
-) -> list[tuple[Path, int]]:
+) -> list[tuple[str, int]]:
     """Decode the blobs of ``run`` and write them; (file, bytes) for every write made."""
-    done: list[tuple[Path, int]] = []
+    done: list[tuple[str, int]] = []
     with memoryview(data) as view:
         for blob in run:
             at = blob.offset - start
@@ -420,24 +441,26 @@ def _decode_and_write(
 
 
 async def _write_in_processes(
-    key: Key,
-    store: LocalStore,
+    handler: _ProcessWrites,
     writes: dict[str, dict[PackedBlob, list[_Write]]],
-    written: Callable[[list[tuple[Path, int]]], None],
-) -> set[Path]:
+    written: Callable[[list[tuple[str, int]]], None],
+) -> None:
     """Decode and write every pack's blobs in :data:`RESTORE_PROCESSES` forked processes, a pack per message;
-    the files that existed before the restore (to be cut to their size: they were not truncated)."""
-    handler = _ProcessWrites(key, store.root)
+    then each process applies the metadata of its share of the files (their JSON parsed there, in parallel:
+    in the parent this was a serial quarter second for 20k files)."""
     procs = WorkerProcesses(RESTORE_PROCESSES, handler.handle, name="native-restore")
-    existed: set[Path] = set()
+    existed: set[str] = set()
 
     async def one_pack(pack_id: str, blobs: dict[PackedBlob, list[_Write]]) -> None:
-        done, found = await procs.call(lambda _worker: (pack_id, blobs))
+        done, found = await procs.call(lambda _worker: ("pack", pack_id, blobs))
         existed.update(found)
         written(done)
 
     tasks = [asyncio.create_task(one_pack(pack_id, blobs)) for pack_id, blobs in writes.items()]
     try:
+        await asyncio.gather(*tasks)
+        count = len(procs)
+        tasks = [asyncio.create_task(procs.call(lambda w: ("finish", w, count, existed))) for _ in range(count)]
         await asyncio.gather(*tasks)
     except BaseException:
         procs.terminate()
@@ -447,21 +470,28 @@ async def _write_in_processes(
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     await procs.close()
-    return existed
 
 
 class _ProcessWrites:
     """A restore worker process's job: read a pack's wanted spans from the local repository, decode each blob
     and write it wherever it goes. Files are opened without ``O_TRUNC`` (another process may be writing the
-    same file); one that existed already is reported, and the parent cuts it to its size at the end."""
+    same file); one that existed already is reported, and cut to its size before its metadata is applied
+    (``finish``: worker ``w`` of ``n`` takes every ``n``-th file of the plan it inherited from the parent)."""
 
-    def __init__(self, key: Key, root: Path) -> None:
+    def __init__(self, key: Key, root: Path, plan: _Plan, sizes: dict[str, int], as_root: bool) -> None:
         self.key = key
         self.root = root
+        self.plan = plan
+        self.sizes = sizes
+        self.as_root = as_root
 
-    def handle(self, message: tuple[str, dict[PackedBlob, list[_Write]]]) -> tuple[list[tuple[Path, int]], list[Path]]:
-        pack_id, blobs = message
-        done: list[tuple[Path, int]] = []
+    def handle(self, message: tuple[Any, ...]) -> tuple[list[tuple[str, int]], list[str]]:
+        if message[0] == "finish":
+            _, worker, count, existed = message
+            _finish_files(self.plan.files[worker::count], self.as_root, existed, self.sizes)
+            return [], []
+        _, pack_id, blobs = message
+        done: list[tuple[str, int]] = []
         files = _ExclusiveFiles()
         try:
             with self._open_pack(pack_id) as pack:
@@ -491,10 +521,10 @@ class _ExclusiveFiles:
     or opened as they are when they exist (named in :attr:`existed`); at most :data:`MAX_OPEN_FILES` open."""
 
     def __init__(self) -> None:
-        self.fds: dict[Path, int] = {}
-        self.existed: list[Path] = []
+        self.fds: dict[str, int] = {}
+        self.existed: list[str] = []
 
-    def write(self, path: Path, data: bytes, offset: int) -> None:
+    def write(self, path: str, data: bytes, offset: int) -> None:
         fd = self.fds.get(path)
         if fd is None:
             if len(self.fds) >= MAX_OPEN_FILES:
@@ -502,7 +532,7 @@ class _ExclusiveFiles:
             fd = self.fds[path] = self._open(path)
         _pwrite(fd, data, offset)
 
-    def _open(self, path: Path) -> int:
+    def _open(self, path: str) -> int:
         try:
             return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except FileExistsError:
@@ -522,20 +552,26 @@ def _pwrite(fd: int, data: bytes, offset: int) -> None:
             done += os.pwrite(fd, view[done:], offset + done)
 
 
-def _truncate(paths: set[Path], sizes: dict[Path, int]) -> None:
-    for path in paths:
-        os.truncate(path, sizes[path])
-
-
 def _finish_metadata(plan: _Plan, as_root: bool) -> None:
-    for path, node in plan.files:
-        _apply(path, node, as_root)
+    _finish_files(plan.files, as_root, set(), {})
+    _finish_dirs(plan, as_root)
+
+
+def _finish_files(files: list[tuple[str, Item]], as_root: bool, existed: set[str], sizes: dict[str, int]) -> None:
+    """Mode, owner and times of ``files``, the ``existed`` ones first cut to their size (which sets mtime)."""
+    for path, item in files:
+        if path in existed:
+            os.truncate(path, sizes[path])
+        _apply(path, _parsed(item, path), as_root)
+
+
+def _finish_dirs(plan: _Plan, as_root: bool) -> None:
     # Deepest first, so restoring a directory's mtime comes after every change inside it.
-    for path, node in sorted(plan.dirs, key=lambda item: len(item[0].parts), reverse=True):
+    for path, node in sorted(plan.dirs, key=lambda item: item[0].count("/"), reverse=True):
         _apply(path, node, as_root)
 
 
-def _apply(path: Path, node: Node, as_root: bool) -> None:
+def _apply(path: str, node: Node, as_root: bool) -> None:
     if as_root:
         os.chown(path, node.uid, node.gid)
     os.chmod(path, unix_mode(node.mode))
