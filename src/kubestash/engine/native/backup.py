@@ -618,7 +618,7 @@ class _Backup:
         loop = asyncio.get_running_loop()
         self.shared = _Shared(repo, pack_size, loop, self.upload, on_read, compression_level, excludes=self.excludes)
         self.procs: WorkerProcesses | None = None
-        """Worker processes, forked when the first file must be read (an unchanged backup forks none)."""
+        """Worker processes, forked when the first directory is scanned (see :meth:`scan`)."""
         self.use_processes = processes and isinstance(repo.store, LocalStore)
         self.workers = max(1, workers)
         self.compression_level = compression_level
