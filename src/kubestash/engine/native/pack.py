@@ -123,28 +123,32 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 def decode_blob(key: Key, blob: PackedBlob, stored: bytes | memoryview, pack_id: str = "?") -> bytes:
     """The verified plaintext of ``blob`` from its ``blob.length`` encrypted bytes. ``stored`` may be a view
     into a larger read (a pack, a span of it): the MAC and the decryption read it in place, no copy first."""
-    where = f"pack {pack_id}: {blob.type} blob {blob.id}"
     if len(stored) != blob.length:
-        raise IntegrityError(f"{where}: read {len(stored)} bytes, expected {blob.length}")
+        raise IntegrityError(f"{_where(pack_id, blob)}: read {len(stored)} bytes, expected {blob.length}")
     if len(stored) < OVERHEAD:
-        raise IntegrityError(f"{where}: ciphertext too short")
+        raise IntegrityError(f"{_where(pack_id, blob)}: ciphertext too short")
     with memoryview(stored) as view:
         iv = bytes(view[:IV_SIZE])
         ciphertext = view[IV_SIZE:-MAC_SIZE]
-        s = Cipher(algorithms.AES(key.mac_k), modes.ECB()).encryptor().update(iv)
         try:
-            Poly1305.verify_tag(key.mac_r + s, ciphertext, bytes(view[-MAC_SIZE:]))
+            Poly1305.verify_tag(key.mac_r + key.mac_pad(iv), ciphertext, bytes(view[-MAC_SIZE:]))
         except InvalidSignature:
-            raise IntegrityError(f"{where}: ciphertext verification failed") from None
+            raise IntegrityError(f"{_where(pack_id, blob)}: ciphertext verification failed") from None
         plain = Cipher(algorithms.AES(key.encrypt), modes.CTR(iv)).decryptor().update(ciphertext)
         ciphertext.release()
     if blob.uncompressed_length is not None:
         try:
             plain = _decompressor().decompress(plain, max_output_size=blob.uncompressed_length)
         except zstandard.ZstdError as e:
-            raise IntegrityError(f"{where}: cannot decompress: {e}") from None
+            raise IntegrityError(f"{_where(pack_id, blob)}: cannot decompress: {e}") from None
         if len(plain) != blob.uncompressed_length:
-            raise IntegrityError(f"{where}: decompressed to {len(plain)} bytes, expected {blob.uncompressed_length}")
+            expected = blob.uncompressed_length
+            raise IntegrityError(f"{_where(pack_id, blob)}: decompressed to {len(plain)} bytes, expected {expected}")
     if hashlib.sha256(plain).hexdigest() != blob.id:
-        raise IntegrityError(f"{where}: content does not hash to its id")
+        raise IntegrityError(f"{_where(pack_id, blob)}: content does not hash to its id")
     return plain
+
+
+def _where(pack_id: str, blob: PackedBlob) -> str:
+    """How an error names a blob (built only on error: a restore decodes tens of thousands of blobs)."""
+    return f"pack {pack_id}: {blob.type} blob {blob.id}"

@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from kubestash.engine.native.crypto import Key
 from kubestash.engine.native.pack import IntegrityError, PackedBlob, decode_blob
@@ -168,8 +168,10 @@ class _Plan:
     links: list[tuple[str, Node]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Write:
+class _Write(NamedTuple):
+    """Where a blob goes (a named tuple: one per blob of every restored file, built several times faster than a
+    frozen dataclass)."""
+
     path: str
     offset: int
 

@@ -711,7 +711,9 @@ def node_from_stat(
     kind = node_type(st.st_mode)
 
     def when(ns: int) -> GoTime:
-        return GoTime.local(ns) if offset is None else GoTime(ns, offset)
+        time: GoTime = object.__new__(GoTime)  # as in node_from_json: the frozen __init__ is the slow part
+        time.__dict__.update(unix_ns=ns, offset=local_offset(ns // _NS) if offset is None else offset)
+        return time
 
     mtime = when(st.st_mtime_ns)
     size = links = device = 0
@@ -722,7 +724,8 @@ def node_from_stat(
         links, linktarget = st.st_nlink, os.readlink(path)
     elif kind in ("dev", "chardev"):
         links, device = st.st_nlink, st.st_rdev
-    return Node(
+    node: Node = object.__new__(Node)  # a worker builds one per file it reads: __init__ cost as much as the rest
+    node.__dict__.update(
         name=os.path.basename(os.fsdecode(path)),
         type=kind,
         mode=go_file_mode(st.st_mode),
@@ -742,4 +745,6 @@ def node_from_stat(
         device=device,
         content=tuple(content or ()) if kind == "file" else None,
         subtree=subtree if kind == "dir" else None,
+        error="",
     )
+    return node
