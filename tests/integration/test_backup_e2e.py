@@ -339,6 +339,11 @@ def test_failures_say_why_and_the_next_backup_succeeds(server: ServerProcess, ku
         check = await asyncio.to_thread(world.restic, repo_dir, "check")
         assert check.returncode == 0, check.stderr
 
+        # New content: the killed run's packs were recovered, so the old bytes would only be hashed again (well
+        # under a second for the whole file), sometimes too quick for this test to see the backup running.
+        with big.open("wb") as f:
+            for _ in range(60):
+                f.write(os.urandom(8 << 20))
         name = await asyncio.to_thread(trigger_now, kube, world.ns, "fail")
         await running_snapshot(kube, world.ns, name, big)
         # Held still (SIGSTOP to the task's process group) so that it is surely running when the operator
