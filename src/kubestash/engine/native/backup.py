@@ -95,7 +95,7 @@ from kubestash.engine.native.pack import (
     read_header,
 )
 from kubestash.engine.native.packer import DATA, TREE, Pack, PackWriter, index_json, snapshot_json
-from kubestash.engine.native.repository import NativeRepository, SnapshotInfo, tree_items
+from kubestash.engine.native.repository import Item, NativeRepository, SnapshotInfo, tree_items
 from kubestash.engine.native.store import LocalStore, StoreError, list_sizes, path_of, writable
 from kubestash.engine.native.tree import (
     GoTime,
@@ -1057,10 +1057,6 @@ def _read_full(f: io.FileIO, size: int) -> bytes:
         parts.append(data)
         size -= len(data)
     return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-Item = dict[str, Any]
-"""A node of a parent tree as its JSON has it: parsed into a :class:`Node` only when something changed."""
 
 
 def _unchanged(item: Item, st: os.stat_result, *, file: bool) -> bool:

@@ -266,7 +266,11 @@ class NativeRepository:
         return tree_items(tree_id, blob, data)
 
 
-def tree_items(tree_id: str, blob: PackedBlob, data: bytes) -> list[dict[str, Any]]:
+Item = dict[str, Any]
+"""A tree node as its JSON has it (parsed into a :class:`Node` only where a reader needs every field)."""
+
+
+def tree_items(tree_id: str, blob: PackedBlob, data: bytes) -> list[Item]:
     """The nodes of tree blob ``tree_id`` (``blob`` its index entry, ``data`` its plaintext) as JSON objects."""
     if blob.type != "tree":
         raise IntegrityError(f"blob {tree_id} is a {blob.type} blob, not a tree")

@@ -52,7 +52,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 from kubestash.engine.native.crypto import Key
 from kubestash.engine.native.pack import IntegrityError, PackedBlob, decode_blob
-from kubestash.engine.native.repository import NativeRepository
+from kubestash.engine.native.repository import Item, NativeRepository
 from kubestash.engine.native.store import LocalStore, StoreError, path_of
 from kubestash.engine.native.tree import Node, go_unquote, node_from_json, unix_mode
 from kubestash.engine.native.workers import WorkerProcesses, fork_available, tune_malloc
@@ -153,9 +153,6 @@ class PathFilter:
 
 
 # ---------------------------------------------------------------- restore
-
-
-Item = dict[str, Any]
 
 
 @dataclass
