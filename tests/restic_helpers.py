@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -86,3 +87,17 @@ def describe(tree: Path) -> dict[str, tuple[object, ...]]:
 def restored_at(target: Path, source: Path) -> Path:
     """restic restores an absolute path below the target with its full path."""
     return target / source.relative_to("/")
+
+
+def restic_output(repo: Path, *args: str, check_rc: bool = True) -> str:
+    """stdout of ``restic -r repo --no-cache args...`` with :data:`PASSWORD` (which must succeed: ``check_rc``)."""
+    result = subprocess.run(
+        ["restic", "-r", str(repo), "--no-cache", *args],
+        env={**os.environ, "RESTIC_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check_rc:
+        assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ import pytest
 from kubestash.api.storage import RetentionPolicySpec, SuccessfulSnapshotsKeepPolicy
 from kubestash.engine.native.backup import backup
 from kubestash.engine.native.files import load_json
+from kubestash.engine.native.index import IndexEntry
 from kubestash.engine.native.init import KdfParams, init_repository
 from kubestash.engine.native.prune import (
     UNLIMITED,
@@ -38,9 +38,9 @@ from kubestash.engine.native.prune import (
     prune,
     summary_lines,
 )
-from kubestash.engine.native.repository import IndexEntry, NativeRepository, SnapshotNotFoundError, index_entries
+from kubestash.engine.native.repository import NativeRepository, SnapshotNotFoundError, index_entries
 from kubestash.engine.native.store import LocalStore, path_of
-from restic_helpers import PASSWORD, cheapen_key, restored_at
+from restic_helpers import PASSWORD, cheapen_key, restic_output, restored_at
 
 T = TypeVar("T")
 CHEAP = KdfParams(1024, 8, 1)
@@ -50,17 +50,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def restic(repo: Path, *args: str, check_rc: bool = True) -> str:
-    result = subprocess.run(
-        ["restic", "-r", str(repo), "--no-cache", *args],
-        env={**os.environ, "RESTIC_PASSWORD": PASSWORD},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if check_rc:
-        assert result.returncode == 0, result.stderr + result.stdout
-    return result.stdout
+restic = restic_output
 
 
 def open_repo(path: Path) -> NativeRepository:

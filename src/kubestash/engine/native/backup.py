@@ -85,6 +85,7 @@ from kubestash.engine.native.chunker import preload as preload_chunker
 from kubestash.engine.native.crypto import CryptoError
 from kubestash.engine.native.direct_io import DirectWriter, Staged
 from kubestash.engine.native.files import encode_unpacked, storage_id
+from kubestash.engine.native.index import IndexEntry
 from kubestash.engine.native.pack import (
     HEADER_LENGTH_SIZE,
     IntegrityError,
@@ -915,10 +916,7 @@ async def write_index_files(repo: NativeRepository, packs: Sequence[Pack]) -> in
             data = await asyncio.to_thread(encode_unpacked, repo.key, index_json(batch), version)
             name = storage_id(data)
             await out.put(f"index/{name}", data)
-            for done in batch:
-                for blob in done.blobs:
-                    repo.add(done.id, blob)
-            repo.index_files.add(name)
+            repo.index.add_file(name, [IndexEntry(done.id, blob) for done in batch for blob in done.blobs])
             written += 1
             batch, count = [], 0
     return written
@@ -953,7 +951,7 @@ async def recover_packs(repo: NativeRepository, *, concurrency: int = RECOVER_CO
     valid; when that backup indexes it as well, ``restic check`` prints a "contained in several indexes"
     hint (not an error) until the next prune or ``rebuild-index``.
     """
-    indexed = repo.pack_blobs.keys()
+    indexed = repo.index.pack_ids()
     sizes = await list_sizes(repo.store, "data")
     candidates = sorted(name for name in sizes if name not in indexed)
     result = Recovery()

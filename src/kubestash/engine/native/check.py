@@ -15,9 +15,11 @@ finds instead of stopping at the first one, each message naming the pack, blob o
 
 Header checks read only each pack's tail (one ranged read sized from the index); ``read_data`` reads whole
 packs. Memory stays bounded: at most :data:`READ_DATA_CONCURRENCY` packs are held at once, trees are loaded
-one at a time per worker, and only blob/tree ids (not contents) are remembered. The index is read from the index files
-directly rather than from :attr:`NativeRepository.index`, because that map keeps one location per blob and a
-blob stored in two packs (which restic allows) would otherwise look missing from the second pack's header.
+one at a time per worker, and only blob/tree ids (not contents) are remembered. The index is read from the
+index files directly rather than from :attr:`NativeRepository.index`, because that map keeps one location per
+blob and a blob stored in two packs (which restic allows) would otherwise look missing from the second pack's
+header; when the index is on disk (a large repository), the index files are still all read and
+authenticated, and the packs' blob lists come from the on-disk index, which keeps every location.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubestash.backends.base import BackendError
 from kubestash.engine.native.crypto import OVERHEAD, CryptoError
 from kubestash.engine.native.files import load_json
+from kubestash.engine.native.index import DiskIndex
 from kubestash.engine.native.pack import (
     COMPRESSED_ENTRY,
     HEADER_LENGTH_SIZE,
@@ -107,7 +111,10 @@ async def check(
     if read_data:
         tune_malloc()  # pack-sized buffers freed by the reading threads go back to the system, not to arenas
     if snapshots is None:
-        packs = await _load_index(repo, state)
+        if isinstance(repo.index, DiskIndex):
+            packs = await _load_index_into(repo.index, repo, state)
+        else:
+            packs = _Packs.of(await _load_index(repo, state))
         await _check_packs(repo, packs, read_data, state)
         count, trees = await _check_snapshots(repo, state)
     else:
@@ -115,16 +122,55 @@ async def check(
         used: set[str] = set()
         vouched = frozenset().union(*(repo.vouched.pop(s, frozenset()) for s in snapshots))
         count, trees = await _check_snapshots(repo, state, only=list(snapshots), used=used, vouched=vouched)
-        packs = {pack_id: set(repo.pack_blobs.get(pack_id, ())) for pack_id in used}
+        packs = _Packs.of({pack_id: set(repo.index.blobs_in(pack_id)) for pack_id in used})
         await _check_packs(repo, packs, read_data, state, whole=False)
         if vouched:
             await _check_pack_sizes(repo, used, state)
-    blobs = {blob.id for blobs in packs.values() for blob in blobs}
-    counters = CheckCounters(packs=len(packs), blobs=len(blobs), snapshots=count, trees=trees)
+    counters = CheckCounters(packs=len(packs.ids), blobs=packs.count_blobs(), snapshots=count, trees=trees)
     return CheckReport(not state.errors, state.errors, state.warnings, counters, read_data)
 
 
 # ---------------------------------------------------------------- index and packs
+
+
+@dataclass(frozen=True)
+class _Packs:
+    """The packs to check, each with the blobs the index lists for it (a pack two index files name lists the
+    blobs of both), from a map in memory or from the on-disk index one pack at a time."""
+
+    ids: AbstractSet[str]
+    blobs: Callable[[str], set[PackedBlob]]
+    count_blobs: Callable[[], int]
+    """How many distinct blob ids they hold."""
+
+    @classmethod
+    def of(cls, packs: dict[str, set[PackedBlob]]) -> _Packs:
+        return cls(packs.keys(), packs.__getitem__, lambda: len({b.id for blobs in packs.values() for b in blobs}))
+
+
+async def _load_index_into(index: DiskIndex, repo: NativeRepository, state: _State) -> _Packs:
+    """:func:`_load_index` for a repository whose index is on disk: every index file is still read and
+    authenticated (the repository is what is checked, not the cache), but only two parsed files are in
+    memory at a time, files the cache lacks are added to it, and the packs' blob lists come from it."""
+    names = await repo.store.list("index")
+    cached = index.files
+    index.forget_files(cached - set(names))
+    errors: list[str] = []
+
+    def verify(name: str, data: bytes) -> None:
+        entries = list(index_entries(load_json(repo.key, data)))
+        if name not in cached:
+            index.add_file(name, entries)
+
+    async def one(name: str) -> None:
+        try:
+            await asyncio.to_thread(verify, name, await repo.store.get(path_of("index", name)))
+        except _LOAD_ERRORS as e:
+            errors.append(f"index {name}: cannot load: {_reason(e)}")
+
+    await bounded(names, one, 2)
+    state.errors += sorted(errors)
+    return _Packs(index.pack_ids(), lambda pack_id: set(index.blobs_in(pack_id)), lambda: len(index))
 
 
 async def _load_index(repo: NativeRepository, state: _State) -> dict[str, set[PackedBlob]]:
@@ -148,26 +194,26 @@ async def _load_index(repo: NativeRepository, state: _State) -> dict[str, set[Pa
 
 
 async def _check_packs(
-    repo: NativeRepository, packs: dict[str, set[PackedBlob]], read_data: bool, state: _State, *, whole: bool = True
+    repo: NativeRepository, packs: _Packs, read_data: bool, state: _State, *, whole: bool = True
 ) -> None:
     """Every pack in ``packs`` against its index entries; with ``whole`` also the packs no index names."""
     stored = set(await repo.store.list("data"))
-    state.errors += [f"pack {pack_id}: does not exist" for pack_id in sorted(packs.keys() - stored)]
+    state.errors += [f"pack {pack_id}: does not exist" for pack_id in sorted(packs.ids - stored)]
     if whole:
-        state.warnings += [f"pack {pack_id}: not referenced in index" for pack_id in sorted(stored - packs.keys())]
+        state.warnings += [f"pack {pack_id}: not referenced in index" for pack_id in sorted(stored - packs.ids)]
     errors: list[str] = []
 
     async def one(pack_id: str) -> None:
         try:
             if read_data:
                 data = await repo.store.get(path_of("data", pack_id))
-                errors.extend(await asyncio.to_thread(_read_pack, repo, pack_id, data, packs[pack_id]))
+                errors.extend(await asyncio.to_thread(_read_pack, repo, pack_id, data, packs.blobs(pack_id)))
             else:
-                errors.extend(await _check_pack_header(repo, pack_id, packs[pack_id]))
+                errors.extend(await _check_pack_header(repo, pack_id, packs.blobs(pack_id)))
         except _LOAD_ERRORS as e:
             errors.append(f"pack {pack_id}: cannot read: {_reason(e)}")
 
-    await bounded(sorted(packs.keys() & stored), one, READ_DATA_CONCURRENCY if read_data else PACK_CONCURRENCY)
+    await bounded(sorted(packs.ids & stored), one, READ_DATA_CONCURRENCY if read_data else PACK_CONCURRENCY)
     state.errors += sorted(errors)
 
 
@@ -175,8 +221,8 @@ async def _check_pack_sizes(repo: NativeRepository, skip: set[str], state: _Stat
     """Every indexed pack but ``skip`` exists with the size its index entries imply (one LIST, as restic
     check compares them): what a vouched tree was not read again for still cannot have lost a pack."""
     stored = await list_sizes(repo.store, "data")
-    for pack_id in sorted(repo.pack_blobs.keys() - skip):
-        blobs = set(repo.pack_blobs[pack_id])
+    for pack_id in sorted(repo.index.pack_ids() - skip):
+        blobs = set(repo.index.blobs_in(pack_id))
         size = stored.get(pack_id, -1)
         expected = _pack_size(blobs)
         if size == -1:

@@ -364,7 +364,8 @@ class NativeEngine:
         async with self._session(repo, "stats", lock=None) as opened:
             chosen = [await opened.find_snapshot(snapshot_id)] if snapshot_id else await opened.snapshots()
             blobs = await native_prune.used_blobs(opened, [s.tree for s in chosen])
-        return sum(opened.index[blob_id].blob.length for blob_id, _ in blobs if blob_id in opened.index)
+        entries = (opened.index.get(blob_id) for blob_id, _ in blobs)
+        return sum(entry.blob.length for entry in entries if entry is not None)
 
     async def check(
         self, repo: RepositoryTarget, *, read_data: bool = False, snapshots: Sequence[str] | None = None

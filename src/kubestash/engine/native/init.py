@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from kubestash.engine.native.crypto import Key, derive_key
 from kubestash.engine.native.files import encode_unpacked, storage_id
-from kubestash.engine.native.repository import NativeRepository, RepositoryConfig, RepositoryError
+from kubestash.engine.native.repository import NativeRepository, RepositoryConfig, RepositoryError, new_index
 from kubestash.engine.native.store import LocalStore, Store, writable
 from kubestash.engine.native.tree import GoTime
 
@@ -140,4 +140,4 @@ async def init_repository(
     doc = {"version": config.version, "id": config.id, "chunker_polynomial": config.chunker_polynomial}
     # restic reads ``config`` before it knows the version, so config is never compressed (version-1 framing).
     await out.put("config", encode_unpacked(master, json.dumps(doc, separators=(",", ":")).encode(), 1))
-    return NativeRepository(store, master, config, {}, key_id=key_id)
+    return NativeRepository(store, master, config, new_index(config.id, master, 0), key_id=key_id)

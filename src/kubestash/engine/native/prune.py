@@ -53,6 +53,7 @@ from kubestash.api.storage import RetentionPolicySpec
 from kubestash.engine.native.backup import COMPRESSION_LEVEL, INDEX_MAX_BLOBS, PACK_SIZE
 from kubestash.engine.native.crypto import OVERHEAD
 from kubestash.engine.native.files import encode_unpacked, load_json, storage_id
+from kubestash.engine.native.index import IndexEntry
 from kubestash.engine.native.pack import (
     COMPRESSED_ENTRY,
     HEADER_LENGTH_SIZE,
@@ -327,11 +328,12 @@ async def _load_index(repo: NativeRepository) -> tuple[list[str], dict[str, list
 
     await bounded(names, one, FILE_CONCURRENCY)
     packs: dict[str, dict[PackedBlob, None]] = defaultdict(dict)
-    repo.reset_index(names)
+    repo.index.forget_files(repo.index.files - set(names))
     for name in names:
-        for entry in index_entries(docs[name]):
+        entries = list(index_entries(docs[name]))
+        for entry in entries:
             packs[entry.pack_id][entry.blob] = None
-            repo.add(entry.pack_id, entry.blob)
+        repo.index.add_file(name, entries)
     return names, {p: sorted(blobs, key=lambda b: b.offset) for p, blobs in packs.items()}
 
 
@@ -548,9 +550,10 @@ async def _repack(
 
 async def _write_index(
     repo: NativeRepository, out: WritableStore, packs: list[Pack], supersedes: list[str]
-) -> list[str]:
+) -> list[tuple[str, list[Pack]]]:
     """New index files for ``packs``, at most :data:`INDEX_MAX_BLOBS` blobs each; the first supersedes all the
-    old index files (and at least one is written, so that ``supersedes`` is recorded). Their names."""
+    old index files (and at least one is written, so that ``supersedes`` is recorded). Their names, each with
+    the packs it lists."""
     batches: list[list[Pack]] = [[]]
     count = 0
     for pack in packs:
@@ -559,13 +562,13 @@ async def _write_index(
             count = 0
         batches[-1].append(pack)
         count += len(pack.blobs)
-    names = []
+    written = []
     for i, batch in enumerate(batches):
         doc = index_json(batch, supersedes if i == 0 else ())
         data = await asyncio.to_thread(encode_unpacked, repo.key, doc, repo.config.version)
-        names.append(storage_id(data))
-        await out.put(path_of("index", names[-1]), data)
-    return names
+        written.append((storage_id(data), batch))
+        await out.put(path_of("index", written[-1][0]), data)
+    return written
 
 
 async def _delete_all(out: WritableStore, paths: Iterable[str]) -> None:
@@ -635,10 +638,9 @@ async def prune(
     progress(f"removing {len(obsolete)} old packs")
     await _delete_all(out, (path_of("data", pid) for pid in obsolete))
 
-    repo.reset_index(written)
-    for pack in remaining:
-        for blob in pack.blobs:
-            repo.add(pack.id, blob)
+    repo.index.forget_files(plan.index_names)
+    for name, batch in written:
+        repo.index.add_file(name, [IndexEntry(pack.id, blob) for pack in batch for blob in pack.blobs])
     progress("done")
     return report
 

@@ -3,9 +3,8 @@
 This is the read side every native command builds on (restore now; ls, stats, check later). Opening does
 what ``restic`` does before any command: find the key file the password opens, read ``config`` (repository
 version 1 or 2), and load every index file into one map from blob id to where the blob lives, so any blob is
-one ranged read of its pack away. The index lives in memory as frozen :class:`IndexEntry` values -- fine for
-the repositories KubeStash backs up today; an on-disk index for very large repositories is issue #7's
-"memory bounded by design" item and replaces :attr:`NativeRepository.index` behind the same lookups.
+one ranged read of its pack away. That map is in memory for small repositories and in an on-disk cache for
+large ones (:mod:`~kubestash.engine.native.index`).
 """
 
 from __future__ import annotations
@@ -17,12 +16,20 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from kubestash.engine.native.crypto import CryptoError, Key, open_key_file
 from kubestash.engine.native.files import load_json
+from kubestash.engine.native.index import (
+    BlobIndex,
+    DiskIndex,
+    IndexEntry,
+    MemoryIndex,
+    index_mode,
+    memory_limit_bytes,
+)
 from kubestash.engine.native.pack import BlobType, IntegrityError, PackedBlob, decode_blob
-from kubestash.engine.native.store import Store, path_of
+from kubestash.engine.native.store import Store, list_sizes, path_of
 from kubestash.engine.native.tree import Node, node_from_json
 
 _READ_CONCURRENCY = 8
@@ -46,13 +53,6 @@ class RepositoryConfig:
     version: int
     id: str
     chunker_polynomial: str
-
-
-class IndexEntry(NamedTuple):
-    """Where a blob lives: its pack and its place in it (a named tuple, like :class:`PackedBlob`)."""
-
-    pack_id: str
-    blob: PackedBlob
 
 
 @dataclass(frozen=True)
@@ -123,19 +123,16 @@ class NativeRepository:
     """An open restic repository: its master key, config and index."""
 
     def __init__(
-        self, store: Store, key: Key, config: RepositoryConfig, index: dict[str, IndexEntry], *, key_id: str = ""
+        self, store: Store, key: Key, config: RepositoryConfig, index: BlobIndex | None = None, *, key_id: str = ""
     ) -> None:
         self.store = store
         self.key = key
         self.config = config
-        self.index = index
+        self.index: BlobIndex = MemoryIndex() if index is None else index
+        """Blob id → where it lives, with the index files it holds (loaded or written here: :meth:`refresh`
+        reads only others) and each pack's blobs."""
         self.key_id = key_id
         """The name of the key file the password opened (``restic key list`` marks it current)."""
-        self.index_files: set[str] = set()
-        """Index files :attr:`index` holds (loaded or written here): :meth:`refresh` reads only others."""
-        self.pack_blobs: dict[str, list[PackedBlob]] = {}
-        """Every indexed pack's blobs (:attr:`index` keeps one place per blob; a pack two index files name
-        lists its blobs twice)."""
         self.vouched: dict[str, frozenset[str]] = {}
         """Snapshot id → trees its backup (in this process) read from the repository and found unchanged,
         with every blob below them indexed: what the check after that backup need not read again."""
@@ -154,8 +151,10 @@ class NativeRepository:
             key_id, key = known
         else:
             key_id, key = await find_key_file(store, password)
-        repo = cls(store, key, await _read_config(store, key, remembered=known is not None), {}, key_id=key_id)
-        await repo.reload_index()
+        config = await _read_config(store, key, remembered=known is not None)
+        sizes = await list_sizes(store, "index")
+        repo = cls(store, key, config, new_index(config.id, key, sum(s or 0 for s in sizes.values())), key_id=key_id)
+        await repo.refresh(set(sizes))
         return repo
 
     async def revalidate(self) -> None:
@@ -170,34 +169,44 @@ class NativeRepository:
             raise RepositoryError(f"{self.store.description}: a different repository now")
         await self.refresh()
 
-    async def reload_index(self) -> None:
-        self.reset_index()
-        await self.refresh()
+    async def refresh(self, names: set[str] | None = None) -> None:
+        """Catch up with the index files written or removed since the index was loaded (by anyone); ``names``:
+        the index files, if just listed. In memory, a removed file (a prune rewrote the index) means loading
+        all again, and the index changes at once after the reads, so a concurrent lookup never sees it half
+        loaded. On disk, files are parsed one at a time (one parsed index file in memory, not all), each
+        added in one transaction, and removed files are forgotten after the new ones are in."""
+        if names is None:
+            names = set(await self.store.list("index"))
+        index = self.index
+        known = index.files
+        gone = known - names
+        if isinstance(index, DiskIndex):
+            await self._add_index_files(index, sorted(names - known))
+        else:
+            new = sorted(names if gone else names - known)
+            docs = await self._load_all("index", new)
+            index.forget_files(gone)
+            for name, doc in zip(new, docs, strict=True):
+                index.add_file(name, index_entries(doc))
+        index.forget_files(gone)
 
-    def reset_index(self, names: Iterable[str] = ()) -> None:
-        """Forget the index; ``names``: the index files whose blobs the caller adds next (:meth:`add`)."""
-        self.index, self.index_files, self.pack_blobs = {}, set(names), {}
+    async def _add_index_files(self, index: DiskIndex, names: list[str]) -> None:
+        limit, parsing = asyncio.Semaphore(_READ_CONCURRENCY), asyncio.Lock()
 
-    async def refresh(self) -> None:
-        """Catch up with index files written since the index was loaded (by anyone); all of them again when
-        one was removed (a prune rewrote the index, so packs may be gone). The index changes at once after
-        the reads, so a concurrent lookup never sees it half loaded."""
-        names = set(await self.store.list("index"))
-        whole = not self.index_files <= names
-        new = sorted(names if whole else names - self.index_files)
-        docs = await self._load_all("index", new)
-        if whole:
-            self.reset_index()
-        for name, doc in zip(new, docs, strict=True):
-            if name not in self.index_files:
-                self.index_files.add(name)
-                for entry in index_entries(doc):
-                    self.add(entry.pack_id, entry.blob)
+        def add(name: str, data: bytes) -> None:
+            try:
+                doc = load_json(self.key, data)
+            except CryptoError as e:
+                raise IntegrityError(f"index/{name}: {e}") from None
+            index.add_file(name, index_entries(doc))
 
-    def add(self, pack_id: str, blob: PackedBlob) -> None:
-        """A blob now indexed (a blob already indexed elsewhere keeps its first place for lookups)."""
-        self.index.setdefault(blob.id, IndexEntry(pack_id, blob))
-        self.pack_blobs.setdefault(pack_id, []).append(blob)
+        async def one(name: str) -> None:
+            async with limit:
+                data = await self.store.get(f"index/{name}")
+                async with parsing:
+                    await asyncio.to_thread(add, name, data)
+
+        await asyncio.gather(*(one(name) for name in names))
 
     async def _load_all(self, kind: str, names: list[str]) -> list[Any]:
         limit = asyncio.Semaphore(_READ_CONCURRENCY)
@@ -322,6 +331,14 @@ async def find_key_file(store: Store, password: str) -> tuple[str, Key]:
         except (CryptoError, ValueError, KeyError, TypeError):
             continue
     raise WrongPasswordError(f"{store.description}: wrong password or no key found")
+
+
+def new_index(repository_id: str, key: Key, index_bytes: int) -> BlobIndex:
+    """An empty index of the form the repository's size calls for (``KUBESTASH_INDEX`` may force one)."""
+    mode = index_mode()
+    if mode == "disk" or (mode == "auto" and index_bytes >= memory_limit_bytes()):
+        return DiskIndex.for_repository(repository_id, key)
+    return MemoryIndex()
 
 
 def index_entries(doc: Any) -> Iterable[IndexEntry]:
