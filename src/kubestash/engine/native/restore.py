@@ -32,15 +32,21 @@ matched component by component with :func:`fnmatch.fnmatchcase` (``*``, ``?``, `
 Paths are the snapshot's full paths (``/data/app/a.txt``). Not supported: ``!`` negation, ``$VAR``
 expansion, case-insensitive variants, pattern files.
 
-Not restored (yet): hard links (each link becomes its own copy), device nodes, FIFOs and sockets, extended
-attributes, sparse regions.
+Like restic 0.14, it also restores hard links (a file whose node counts several links and whose inode and
+device were met before in this restore becomes a link to the first path, created after the data is in),
+FIFOs, block and character devices (``mknod``: root only; otherwise each is named in a warning and left out)
+and extended attributes (set before the mode, since a read-only mode could forbid it; one the target file
+system refuses is named in a warning, not an error: the content is there). Sockets are not restored (restic
+skips them too), nor sparse regions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
+import stat as stat_mod
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -56,6 +62,8 @@ from kubestash.engine.native.repository import Item, NativeRepository
 from kubestash.engine.native.store import LocalStore, StoreError, path_of
 from kubestash.engine.native.tree import Node, go_unquote, node_from_json, unix_mode
 from kubestash.engine.native.workers import WorkerProcesses, fork_available, tune_malloc
+
+log = logging.getLogger(__name__)
 
 PACK_CONCURRENCY = 3
 """Spans being read, decoded or written at once (each in its own thread): enough to keep both cores busy while
@@ -163,6 +171,11 @@ class _Plan:
     dirs: list[tuple[str, Node]] = field(default_factory=list)
     files: list[tuple[str, Item]] = field(default_factory=list)
     links: list[tuple[str, Node]] = field(default_factory=list)
+    """Symbolic links, FIFOs and device nodes: created with their metadata before any data moves."""
+    hardlinks: list[tuple[str, str]] = field(default_factory=list)
+    """(path, the earlier path of the same inode): linked once that one has its data and metadata."""
+    inodes: dict[tuple[int, int], str] = field(default_factory=dict)
+    """(device id, inode) → the first path restored for it, of files with more than one link."""
 
 
 class _Write(NamedTuple):
@@ -236,7 +249,7 @@ async def restore(
     if isinstance(repo.store, LocalStore) and fork_available() and total >= PROCESS_MIN_BYTES and len(writes) > 1:
         await _write_in_processes(_ProcessWrites(repo.key, repo.store.root, plan, sizes, as_root), writes, written)
         await asyncio.to_thread(_finish_dirs, plan, as_root)
-        return len(plan.files), total
+        return len(plan.files) + len(plan.hardlinks), total
 
     limit = asyncio.Semaphore(PACK_CONCURRENCY)
     executor = ThreadPoolExecutor(PACK_CONCURRENCY, thread_name_prefix="native-restore")
@@ -255,7 +268,7 @@ async def restore(
         files.close()
         executor.shutdown(wait=False, cancel_futures=True)
     await asyncio.to_thread(_finish_metadata, plan, as_root)
-    return len(plan.files), total
+    return len(plan.files) + len(plan.hardlinks), total
 
 
 async def _walk(
@@ -279,10 +292,19 @@ async def _walk(
             content = item.get("content")
             if content is not None and not (isinstance(content, list) and all(isinstance(b, str) for b in content)):
                 raise IntegrityError(f"tree {tree_id}: file {name!r} has no list of blob ids")
+            if _is_int(item.get("links")) and item["links"] > 1 and _is_int(item.get("inode")):
+                same = plan.inodes.setdefault((int(item.get("device_id") or 0), item["inode"]), path)
+                if same != path:
+                    plan.hardlinks.append((path, same))
+                    continue
             plan.files.append((path, item))
-        elif kind == "symlink":
+        elif kind in ("symlink", "fifo", "dev", "chardev"):
             plan.links.append((path, _parsed(item, f"tree {tree_id}")))
-        # dev, chardev, fifo, socket: not restored (see the module docstring).
+        # socket: not restored (see the module docstring).
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _parsed(item: Item, where: str) -> Node:
@@ -310,10 +332,21 @@ def _create_entries(plan: _Plan, as_root: bool, empty: set[str]) -> None:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         if os.path.lexists(path):
             os.unlink(path)
-        os.symlink(node.linktarget, path)
-        if as_root:
-            os.lchown(path, node.uid, node.gid)
-        os.utime(path, ns=_times_ns(node), follow_symlinks=False)
+        if node.type == "symlink":
+            os.symlink(node.linktarget, path)
+            if as_root:
+                os.lchown(path, node.uid, node.gid)
+            _set_xattrs(path, node)
+            os.utime(path, ns=_times_ns(node), follow_symlinks=False)
+            continue
+        if node.type == "fifo":
+            os.mkfifo(path, 0o600)
+        elif as_root:
+            os.mknod(path, 0o600 | (stat_mod.S_IFBLK if node.type == "dev" else stat_mod.S_IFCHR), node.device)
+        else:
+            log.warning("not restoring device node %s: creating one needs root", path)
+            continue
+        _apply(path, node, as_root)
 
 
 class _Files:
@@ -565,7 +598,12 @@ def _finish_files(files: list[tuple[str, Item]], as_root: bool, existed: set[str
 
 
 def _finish_dirs(plan: _Plan, as_root: bool) -> None:
-    # Deepest first, so restoring a directory's mtime comes after every change inside it.
+    """Hard links (their first path now has its data and metadata), then directories' metadata, deepest first,
+    so restoring a directory's mtime comes after every change inside it."""
+    for path, same in plan.hardlinks:
+        if os.path.lexists(path):
+            os.unlink(path)
+        os.link(same, path)
     for path, node in sorted(plan.dirs, key=lambda item: item[0].count("/"), reverse=True):
         _apply(path, node, as_root)
 
@@ -573,5 +611,14 @@ def _finish_dirs(plan: _Plan, as_root: bool) -> None:
 def _apply(path: str, node: Node, as_root: bool) -> None:
     if as_root:
         os.chown(path, node.uid, node.gid)
+    _set_xattrs(path, node)
     os.chmod(path, unix_mode(node.mode))
     os.utime(path, ns=_times_ns(node))
+
+
+def _set_xattrs(path: str, node: Node) -> None:
+    for attr in node.extended_attributes:
+        try:
+            os.setxattr(path, attr.name, attr.value, follow_symlinks=False)
+        except OSError as e:
+            log.warning("not restoring extended attribute %s of %s: %s", attr.name, path, e.strerror or e)
