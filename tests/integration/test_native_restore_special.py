@@ -17,7 +17,7 @@ import pytest
 from kubestash.engine.native.backup import backup
 from kubestash.engine.native.init import KdfParams, init_repository
 from kubestash.engine.native.repository import NativeRepository
-from kubestash.engine.native.restore import PROCESS_MIN_BYTES, restore
+from kubestash.engine.native.restore import BATCH_FILES, PROCESS_MIN_BYTES, restore
 from kubestash.engine.native.store import LocalStore
 from restic_helpers import PASSWORD, restic_output, restored_at
 
@@ -72,8 +72,10 @@ def shape(tree: Path) -> dict[str, object]:
     return result
 
 
-@pytest.mark.parametrize("writer", ["restic", "native"])
-def test_hard_links_fifos_devices_and_xattrs_are_restored_like_restic(tmp_path: Path, writer: str) -> None:
+@pytest.mark.parametrize(("writer", "batch"), [("restic", BATCH_FILES), ("native", BATCH_FILES), ("native", 2)])
+def test_hard_links_fifos_devices_and_xattrs_are_restored_like_restic(tmp_path: Path, writer: str, batch: int) -> None:
+    """``batch`` 2: the restore goes in batches of two files (hard links across batches, the big file's batch in
+    worker processes, the others in threads)."""
     source = special_tree(tmp_path)
     repo = tmp_path / "repo"
     if writer == "restic":
@@ -90,7 +92,8 @@ def test_hard_links_fifos_devices_and_xattrs_are_restored_like_restic(tmp_path: 
     restic_output(repo, "restore", snapshot, "--target", str(tmp_path / "by-restic"))
 
     async def native_restore(target: Path) -> tuple[int, int]:
-        return await restore(await NativeRepository.open(LocalStore(repo), PASSWORD), snapshot, target)
+        opened = await NativeRepository.open(LocalStore(repo), PASSWORD)
+        return await restore(opened, snapshot, target, batch_files=batch)
 
     files, _ = asyncio.run(native_restore(tmp_path / "native"))
     expected = shape(source)

@@ -454,7 +454,8 @@ class _Meter:
         self._emit(progress.files_done, progress.bytes_done, totals.files, totals.bytes if totals.done else 0)
 
     def restore(self, progress: RestoreProgress) -> None:
-        self._emit(progress.files_done, progress.bytes_done, progress.total_files, progress.total_bytes)
+        known = progress.walked  # before, totals are what the walk has found so far: no ETA from them
+        self._emit(progress.files_done, progress.bytes_done, progress.total_files * known, progress.total_bytes * known)
 
     def finish(self, files: int, size: int) -> None:
         self._emit(files, size, files, size, force=True)

@@ -49,7 +49,7 @@ import os
 import stat as stat_mod
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -78,6 +78,9 @@ PROCESS_MIN_BYTES = 32 << 20
 (:data:`RESTORE_PROCESSES`, forked): in threads, the GIL hand-offs between them cost more than a core's worth
 of the decode-and-write loop (futex wake-ups were ~13 % of a 1 GiB restore's samples)."""
 RESTORE_PROCESSES = 2
+BATCH_FILES = 50_000
+"""Files restored per batch of the walk: what the restore holds in memory (~1.5 KiB each, with their JSON
+nodes and write plans) whatever the snapshot's size; a pack needed by two batches is read twice, partly."""
 
 # ---------------------------------------------------------------- tree nodes
 
@@ -176,6 +179,10 @@ class _Plan:
     """(path, the earlier path of the same inode): linked once that one has its data and metadata."""
     inodes: dict[tuple[int, int], str] = field(default_factory=dict)
     """(device id, inode) → the first path restored for it, of files with more than one link."""
+    dirs_created: int = 0
+    """How many of :attr:`dirs` exist already (created by an earlier batch)."""
+    restored: int = 0
+    """Files of earlier batches."""
 
 
 class _Write(NamedTuple):
@@ -188,12 +195,14 @@ class _Write(NamedTuple):
 
 @dataclass
 class RestoreProgress:
-    """Known once the trees are walked (totals), then updated after every span of a pack is written."""
+    """Totals grow as the walk finds files (``walked``: it has found them all), done counts after every span of
+    a pack is written."""
 
     total_files: int = 0
     total_bytes: int = 0
     files_done: int = 0
     bytes_done: int = 0
+    walked: bool = False
 
 
 async def restore(
@@ -203,20 +212,43 @@ async def restore(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     on_progress: Callable[[RestoreProgress], None] | None = None,
+    *,
+    batch_files: int = BATCH_FILES,
 ) -> tuple[int, int]:
     """Restore snapshot ``snapshot_id`` (id, unique prefix or ``latest``) below ``target``.
 
     Returns (regular files restored, bytes of file content written). ``on_progress`` runs on the event loop.
+    The walk hands over every ``batch_files`` files (their data, then their metadata, are restored before it
+    goes on), so memory follows the batch, not the snapshot; directories' metadata and hard links come last.
     """
     tune_malloc()
     snapshot = await repo.find_snapshot(snapshot_id)
-    selection = PathFilter.of(include, exclude)
     plan = _Plan()
-    await _walk(repo, snapshot.tree, "", str(target), selection, plan)
     as_root = os.geteuid() == 0
-
+    progress = RestoreProgress()
     await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
 
+    async def flush() -> None:
+        await _restore_batch(repo, plan, as_root, progress, on_progress)
+        plan.restored += len(plan.files)
+        plan.files.clear()
+        plan.links.clear()
+
+    await _walk(repo, snapshot.tree, "", str(target), PathFilter.of(include, exclude), plan, flush, batch_files)
+    progress.walked = True
+    await flush()
+    await asyncio.to_thread(_finish_dirs, plan, as_root)
+    return plan.restored + len(plan.hardlinks), progress.bytes_done
+
+
+async def _restore_batch(
+    repo: NativeRepository,
+    plan: _Plan,
+    as_root: bool,
+    progress: RestoreProgress,
+    on_progress: Callable[[RestoreProgress], None] | None,
+) -> None:
+    """Create, fill and finish the files, symlinks and special files the plan holds now."""
     writes: dict[str, dict[PackedBlob, list[_Write]]] = defaultdict(lambda: defaultdict(list))
     total = 0
     remaining: dict[str, int] = {}
@@ -234,7 +266,9 @@ async def restore(
     await asyncio.to_thread(_create_entries, plan, as_root, {path for path, size in remaining.items() if size == 0})
     sizes = dict(remaining)
     files = _Files(dict(remaining))
-    progress = RestoreProgress(len(plan.files), total, files_done=sum(1 for n in remaining.values() if n == 0))
+    progress.total_files += len(plan.files)
+    progress.total_bytes += total
+    progress.files_done += sum(1 for n in remaining.values() if n == 0)
     if on_progress is not None:
         on_progress(progress)
 
@@ -248,8 +282,7 @@ async def restore(
 
     if isinstance(repo.store, LocalStore) and fork_available() and total >= PROCESS_MIN_BYTES and len(writes) > 1:
         await _write_in_processes(_ProcessWrites(repo.key, repo.store.root, plan, sizes, as_root), writes, written)
-        await asyncio.to_thread(_finish_dirs, plan, as_root)
-        return len(plan.files) + len(plan.hardlinks), total
+        return
 
     limit = asyncio.Semaphore(PACK_CONCURRENCY)
     executor = ThreadPoolExecutor(PACK_CONCURRENCY, thread_name_prefix="native-restore")
@@ -267,12 +300,18 @@ async def restore(
         await asyncio.gather(*tasks, return_exceptions=True)
         files.close()
         executor.shutdown(wait=False, cancel_futures=True)
-    await asyncio.to_thread(_finish_metadata, plan, as_root)
-    return len(plan.files) + len(plan.hardlinks), total
+    await asyncio.to_thread(_finish_files, plan.files, as_root, set(), {})
 
 
 async def _walk(
-    repo: NativeRepository, tree_id: str, prefix: str, directory: str, selection: PathFilter, plan: _Plan
+    repo: NativeRepository,
+    tree_id: str,
+    prefix: str,
+    directory: str,
+    selection: PathFilter,
+    plan: _Plan,
+    flush: Callable[[], Awaitable[None]],
+    batch_files: int,
 ) -> None:
     for item in await repo.load_tree_items(tree_id):
         name = safe_name(go_unquote(str(item.get("name", ""))))
@@ -285,7 +324,7 @@ async def _walk(
             if selected:
                 plan.dirs.append((path, node))
             if descend:
-                await _walk(repo, subtree_of(node), snapshot_path, path, selection, plan)
+                await _walk(repo, subtree_of(node), snapshot_path, path, selection, plan, flush, batch_files)
         elif not selected:
             continue
         elif kind == "file":
@@ -298,6 +337,8 @@ async def _walk(
                     plan.hardlinks.append((path, same))
                     continue
             plan.files.append((path, item))
+            if len(plan.files) >= batch_files:
+                await flush()
         elif kind in ("symlink", "fifo", "dev", "chardev"):
             plan.links.append((path, _parsed(item, f"tree {tree_id}")))
         # socket: not restored (see the module docstring).
@@ -317,9 +358,10 @@ def _parsed(item: Item, where: str) -> Node:
 def _create_entries(plan: _Plan, as_root: bool, empty: set[str]) -> None:
     """Directories, the ``empty`` files (no content to write: nothing else creates them) and symlinks."""
     made: set[str] = set()
-    for path, _ in plan.dirs:
+    for path, _ in plan.dirs[plan.dirs_created :]:
         os.makedirs(path, mode=0o700, exist_ok=True)
         made.add(path)
+    plan.dirs_created = len(plan.dirs)
     for path, _ in plan.files:
         parent = os.path.dirname(path)
         if parent not in made:
@@ -582,11 +624,6 @@ def _pwrite(fd: int, data: bytes, offset: int) -> None:
         done = 0
         while done < len(view):
             done += os.pwrite(fd, view[done:], offset + done)
-
-
-def _finish_metadata(plan: _Plan, as_root: bool) -> None:
-    _finish_files(plan.files, as_root, set(), {})
-    _finish_dirs(plan, as_root)
 
 
 def _finish_files(files: list[tuple[str, Item]], as_root: bool, existed: set[str], sizes: dict[str, int]) -> None:
