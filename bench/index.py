@@ -17,8 +17,13 @@ that process):
 4. *native_disk_warm*: again, the cache now filled (nothing parsed).
 
 For the native runs the child reports the open time and the mean lookup time. Ratios: native peak RSS /
-restic's (below 1: less memory), and restic's wall time / native's (above 1: faster). One JSON document goes
-to stdout (and to ``--out``); progress to stderr. 1,000,000 blobs take about a minute.
+restic's (below 1: less memory), and restic's wall time / native's (above 1: faster).
+
+5. *prune plan*: ``restic prune --dry-run`` against the native ``prune(dry_run=True)`` with the index in
+   memory and on disk (warm cache). There is no snapshot, so every blob is unused and every pack is missing
+   (no pack files): the plan visits every pack's blobs, which is what prune's memory grows with.
+
+One JSON document goes to stdout (and to ``--out``); progress to stderr. 1,000,000 blobs take a few minutes.
 """
 
 from __future__ import annotations
@@ -69,6 +74,22 @@ def build(repo: Path, blobs: int, seed: int) -> list[str]:
     return sample
 
 
+def prune_worker(repo: str) -> None:
+    """A dry-run prune plan; print its seconds and the number of blobs it would remove."""
+    from kubestash.engine.native.prune import prune
+    from kubestash.engine.native.repository import NativeRepository
+    from kubestash.engine.native.store import LocalStore
+
+    async def plan() -> int:
+        opened = await NativeRepository.open(LocalStore(Path(repo)), PASSWORD)
+        started = time.perf_counter()
+        report = await prune(opened, dry_run=True)
+        print(json.dumps({"plan_s": time.perf_counter() - started, "removed": report.blobs_removed}))
+        return report.blobs_removed
+
+    asyncio.run(plan())
+
+
 def worker(repo: str, sample_file: str, lookups: int) -> None:
     """Open the repository, look blobs up; print open seconds, mean lookup µs and what was found."""
     from kubestash.engine.native.repository import NativeRepository
@@ -96,9 +117,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--worker", nargs=3, metavar=("REPO", "SAMPLE", "LOOKUPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--prune-worker", metavar="REPO", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker[0], args.worker[1], int(args.worker[2]))
+        return
+    if args.prune_worker:
+        prune_worker(args.prune_worker)
         return
 
     root = Path(tempfile.mkdtemp(prefix="kubestash-bench-index-"))
@@ -133,6 +158,24 @@ def main() -> None:
                 "open_vs_restic_list": round(r_s / report["open_s"], 2),
             }
         cache_mib = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / (1 << 20)
+
+        log("restic prune --dry-run")
+        argv = ["restic", "-r", str(repo), "prune", "--dry-run"]
+        r_s, r_rss, _, _ = timed(argv, restic_env)
+        prune_results: dict[str, object] = {"restic": {"wall_s": round(r_s, 2), "rss_mib": r_rss}}
+        for name, mode in (("native_memory", "memory"), ("native_disk", "disk")):
+            log(f"prune plan, {name}")
+            env = {**base, "KUBESTASH_INDEX": mode, "KUBESTASH_CACHE_DIR": str(cache)}
+            wall, rss, out, _ = timed([sys.executable, __file__, "--prune-worker", str(repo)], env)
+            report = json.loads(out)
+            assert report["removed"] == args.blobs, report
+            prune_results[name] = {
+                "wall_s": round(wall, 2),
+                "plan_s": round(report["plan_s"], 2),
+                "rss_mib": rss,
+                "rss_ratio": round(rss / r_rss, 2),
+                "speed_ratio": round(r_s / wall, 2),
+            }
         document = {
             "bench": "native index",
             "blobs": args.blobs,
@@ -140,6 +183,7 @@ def main() -> None:
             "cache_mib": round(cache_mib, 1),
             "lookups": args.lookups,
             "results": results,
+            "prune_dry_run": prune_results,
         }
         text = json.dumps(document, indent=2)
         print(text)

@@ -315,3 +315,32 @@ def test_report_summary_wording() -> None:
         "remaining:             6 blobs / 244.980 KiB",
         "unused size after prune: 0 B (0.00% of remaining size)",
     ]
+
+
+def test_prune_plans_the_same_with_the_index_on_disk(
+    tmp_path: Path, restic_v2: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan from the on-disk index (blob handles in temporary SQLite files, each pack's blobs read again
+    when needed) equals the plan from memory: one that repacks, and one with duplicates; then the prune
+    itself, on disk."""
+    monkeypatch.setenv("KUBESTASH_CACHE_DIR", str(tmp_path / "cache"))
+    scenario = copy_of(restic_v2, tmp_path)
+    run(forget(open_repo(scenario.repo), scenario.snapshots[:2]))
+
+    def plans() -> dict[str, PruneReport]:
+        reports = {}
+        for mode in ("memory", "disk"):
+            monkeypatch.setenv("KUBESTASH_INDEX", mode)
+            reports[mode] = run(prune(open_repo(scenario.repo), max_unused=0, dry_run=True))
+        assert reports["disk"] == reports["memory"]
+        return reports
+
+    assert plans()["disk"].packs_repacked > 0
+    with pytest.raises(OSError, match="simulated crash"):  # leaves every repacked blob in two packs
+        run(prune(run(NativeRepository.open(FailingDeletes(scenario.repo), PASSWORD)), max_unused=0))
+    planned = plans()["disk"]
+    assert planned.duplicate_blobs > 0
+    report = run(prune(open_repo(scenario.repo), max_unused=0))
+    assert (report.packs_deleted, report.unused_after) == (planned.packs_deleted, 0)
+    assert_restic_check(scenario.repo)
+    restic_restores(scenario, scenario.snapshots[2], scenario.states[2], tmp_path / "restored")

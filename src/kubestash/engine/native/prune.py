@@ -35,13 +35,18 @@ d. delete the old index files (the new ones already cover every remaining pack);
 e. delete the fully unused and the repacked packs (no index names them any more).
 
 An interruption at any point leaves at worst unreferenced packs or duplicate index entries; the next prune
-finishes the job. Memory: the index and the set of used blob ids, plus at most :data:`PACK_CONCURRENCY`
-packs being repacked and two packs being filled.
+finishes the job. Memory, with the index in memory: every pack's blobs and the set of used blobs, plus at
+most :data:`PACK_CONCURRENCY` packs being repacked and two packs being filled. With the index on disk (a
+large repository, :mod:`~kubestash.engine.native.index`) the same plan is computed from it: each pack's blobs
+are read again where needed, the used and the to-copy blobs go into temporary SQLite files, and the new index
+is written as its files fill; what stays in memory is a summary per pack (packs are megabytes each), the
+blobs stored twice, the blob lists of the packs written, and the tree walk's current level.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -53,7 +58,7 @@ from kubestash.api.storage import RetentionPolicySpec
 from kubestash.engine.native.backup import COMPRESSION_LEVEL, INDEX_MAX_BLOBS, PACK_SIZE
 from kubestash.engine.native.crypto import OVERHEAD
 from kubestash.engine.native.files import encode_unpacked, load_json, storage_id
-from kubestash.engine.native.index import IndexEntry
+from kubestash.engine.native.index import DiskHandleSet, DiskIndex, IndexEntry
 from kubestash.engine.native.pack import (
     COMPRESSED_ENTRY,
     HEADER_LENGTH_SIZE,
@@ -271,24 +276,22 @@ class PruneReport:
 
 @dataclass
 class _PackState:
+    """A pack's summary (not its blobs: with the index on disk, those are read again when needed)."""
+
     id: str
-    blobs: list[PackedBlob]
+    count: int
+    types: set[BlobType]
+    file_size: int
+    uncompressed: bool
     used_blobs: int = 0
     used_size: int = 0
     unused_blobs: int = 0
     unused_size: int = 0
 
-    @property
-    def types(self) -> set[BlobType]:
-        return {b.type for b in self.blobs}
-
-    @property
-    def file_size(self) -> int:
-        return pack_file_size(self.blobs)
-
-    @property
-    def uncompressed(self) -> bool:
-        return any(b.uncompressed_length is None for b in self.blobs)
+    @classmethod
+    def of(cls, pack_id: str, blobs: list[PackedBlob]) -> _PackState:
+        uncompressed = any(b.uncompressed_length is None for b in blobs)
+        return cls(pack_id, len(blobs), {b.type for b in blobs}, pack_file_size(blobs), uncompressed)
 
 
 def pack_file_size(blobs: Iterable[PackedBlob]) -> int:
@@ -298,16 +301,56 @@ def pack_file_size(blobs: Iterable[PackedBlob]) -> int:
     return sum(b.length for b in blobs) + header + HEADER_LENGTH_SIZE
 
 
+HandleSet = set[Handle] | DiskHandleSet
+"""Blob handles in memory, or in a temporary file when the index is on disk."""
+
+
+@dataclass
+class _Source:
+    """What the plan reads: each pack's blobs (offset order, each once), the blobs stored more than once (with
+    the pack of each copy), whether a handle is indexed, and where to collect handles: all in memory when the
+    index is (every pack's blobs loaded from the index files), else from the on-disk index and temporary
+    files (memory: a summary per pack and the duplicates, whatever the repository's size)."""
+
+    index_names: list[str]
+    pack_ids: list[str]
+    blobs_of: Callable[[str], list[PackedBlob]]
+    duplicates: dict[Handle, list[str]]
+    indexed: Callable[[Handle], bool]
+    new_set: Callable[[], HandleSet]
+
+    @classmethod
+    async def load(cls, repo: NativeRepository) -> _Source:
+        index = repo.index
+        if isinstance(index, DiskIndex):
+            await repo.refresh()
+            return cls(
+                sorted(index.files),
+                sorted(index.pack_ids()),
+                index.placements,
+                index.duplicates(),
+                lambda handle: index.has(*handle),
+                index.handle_set,
+            )
+        index_names, pack_blobs = await _load_index(repo)
+        copies: dict[Handle, list[str]] = defaultdict(list)
+        for pack_id, blobs in pack_blobs.items():
+            for b in blobs:
+                copies[(b.id, b.type)].append(pack_id)
+        duplicates = {handle: where for handle, where in copies.items() if len(where) > 1}
+        return cls(index_names, list(pack_blobs), pack_blobs.__getitem__, duplicates, copies.__contains__, set)
+
+
 @dataclass
 class _Plan:
     report: PruneReport
-    index_names: list[str]
+    source: _Source
     packs: dict[str, _PackState]
     unreferenced: list[str]
+    repack_handles: HandleSet
     remove: list[str] = field(default_factory=list)
     repack: list[str] = field(default_factory=list)
     keep: list[str] = field(default_factory=list)
-    repack_handles: set[Handle] = field(default_factory=set)
 
 
 def _max_unused_bytes(max_unused: float, used: int) -> float:
@@ -337,11 +380,13 @@ async def _load_index(repo: NativeRepository) -> tuple[list[str], dict[str, list
     return names, {p: sorted(blobs, key=lambda b: b.offset) for p, blobs in packs.items()}
 
 
-async def used_blobs(repo: NativeRepository, trees: Iterable[str]) -> set[Handle]:
-    """Every tree and data blob reachable from ``trees`` (snapshot roots); refuses if one is not indexed."""
-    used: set[Handle] = set()
+async def used_blobs(repo: NativeRepository, trees: Iterable[str], into: HandleSet | None = None) -> HandleSet:
+    """Every tree and data blob reachable from ``trees`` (snapshot roots), added to ``into`` (a new set by
+    default); refuses if one is not indexed."""
+    used: HandleSet = set() if into is None else into
     level = list(dict.fromkeys(trees))
-    used.update((t, "tree") for t in level)
+    for t in level:
+        used.add((t, "tree"))
     limit = asyncio.Semaphore(TREE_CONCURRENCY)
 
     async def load(tree_id: str) -> list[tuple[str, BlobType]]:
@@ -380,16 +425,15 @@ async def _plan(
     progress: Progress,
 ) -> _Plan:
     progress("loading indexes...")
-    index_names, pack_blobs = await _load_index(repo)
+    source = await _Source.load(repo)
     # Only names that are ids: a temporary file an interrupted upload left is no pack (restic skips them too).
     stored = {name for name in await repo.store.list("data")}
-    missing = pack_blobs.keys() - stored
+    missing = set(source.pack_ids) - stored
     progress("loading all snapshots...")
     snapshots = [s for s in await repo.snapshots() if s.id not in ignore_snapshots]
     progress(f"finding data that is still in use for {len(snapshots)} snapshots")
-    used = await used_blobs(repo, (s.tree for s in snapshots))
-    indexed = {(b.id, b.type) for blobs in pack_blobs.values() for b in blobs}
-    lost = sorted(used - indexed)
+    used = await used_blobs(repo, (s.tree for s in snapshots), into=source.new_set())
+    lost = sorted(handle for handle in used if not source.indexed(handle))
     if lost:
         raise PruneError(
             f"{len(lost)} used blobs are not in the index (first: {lost[0][1]} blob {lost[0][0]}); "
@@ -398,30 +442,30 @@ async def _plan(
 
     progress("searching used packs...")
     report = PruneReport(dry_run=False)
-    packs = {pid: _PackState(pid, blobs) for pid, blobs in pack_blobs.items()}
-    copies: dict[Handle, list[str]] = defaultdict(list)
-    for state in packs.values():
-        for b in state.blobs:
-            copies[(b.id, b.type)].append(state.id)
+    duplicates = source.duplicates
+    packs: dict[str, _PackState] = {}
     # Unique used blobs and never-used blobs first; duplicates of used blobs are placed afterwards.
-    for state in packs.values():
-        for b in state.blobs:
+    for pack_id in source.pack_ids:
+        blobs = source.blobs_of(pack_id)
+        state = packs[pack_id] = _PackState.of(pack_id, blobs)
+        for b in blobs:
             handle = (b.id, b.type)
             if handle not in used:
                 state.unused_blobs += 1
                 state.unused_size += b.length
                 report.unused_blobs += 1
                 report.unused_size += b.length
-            elif len(copies[handle]) == 1:
+            elif handle not in duplicates:
                 state.used_blobs += 1
                 state.used_size += b.length
     chosen: dict[Handle, str] = {}
-    for handle, where in copies.items():
-        if handle in used and len(where) > 1:
+    for handle, where in duplicates.items():
+        if handle in used:
             # The copy in the pack that would otherwise stay whole (fewest unused, most used bytes) stays used.
             chosen[handle] = min(where, key=lambda p: (packs[p].unused_size, -packs[p].used_size, p))
-    for state in packs.values():
-        for b in state.blobs:
+    for pack_id in sorted({pack_id for where in duplicates.values() for pack_id in where}):
+        state = packs[pack_id]
+        for b in source.blobs_of(pack_id):
             handle = (b.id, b.type)
             if handle in chosen:
                 if chosen[handle] == state.id:
@@ -443,7 +487,7 @@ async def _plan(
             f"the index references {len(needed_missing)} needed pack files which are missing from the repository "
             f"(first: {needed_missing[0]}); repair the index first (restic rebuild-index)"
         )
-    plan = _Plan(report, index_names, packs, sorted(stored - pack_blobs.keys()))
+    plan = _Plan(report, source, packs, sorted(stored - packs.keys()), source.new_set())
     # restic: only packs below 1/25 of the target pack size count as small; fully used small packs are
     # repacked only when there are at least 10 of them (to merge them, and not to repack one pack forever).
     small = pack_size // 25
@@ -453,7 +497,7 @@ async def _plan(
         must_compress = repo.config.version >= 2 and state.types == {"tree"} and state.uncompressed
         if state.used_blobs == 0:
             plan.remove.append(state.id)  # a missing pack nobody needs is dropped from the index as well
-            report.delete_blobs += len(state.blobs)
+            report.delete_blobs += state.count
             report.delete_size += state.unused_size
         elif state.unused_blobs == 0 and len(state.types) == 1 and not must_compress:
             if state.file_size >= small:
@@ -481,18 +525,18 @@ async def _plan(
             plan.keep.append(state.id)
             continue
         plan.repack.append(state.id)
-        report.repack_blobs += len(state.blobs)
+        report.repack_blobs += state.count
         report.repack_size += state.file_size
         report.repack_removed_blobs += state.unused_blobs
         report.repack_removed_size += state.unused_size
 
-    kept_handles = {(b.id, b.type) for pid in plan.keep for b in packs[pid].blobs}
-    plan.repack_handles = {
-        (b.id, b.type)
-        for pid in plan.repack
-        for b in packs[pid].blobs
-        if (b.id, b.type) in used and (b.id, b.type) not in kept_handles
-    }
+    # A used blob of a repacked pack is copied unless a kept pack has it too (then it is a duplicate).
+    kept = set(plan.keep)
+    for pack_id in plan.repack:
+        for b in source.blobs_of(pack_id):
+            handle = (b.id, b.type)
+            if handle in used and not any(p in kept for p in duplicates.get(handle, ())):
+                plan.repack_handles.add(handle)
     report.packs_deleted = len(plan.remove) + len(plan.unreferenced)
     report.packs_repacked = len(plan.repack)
     report.bytes_before = sum(s.file_size for s in packs.values() if s.id not in missing)
@@ -512,7 +556,7 @@ async def _repack(
         t: PackWriter(repo.key, version, compression_level=COMPRESSION_LEVEL) for t in ("data", "tree")
     }
     written: list[Pack] = []
-    pending = set(plan.repack_handles)
+    pending = plan.repack_handles  # each copied once: the first pack holding it claims it
     lock = asyncio.Lock()
 
     async def upload(pack: Pack) -> None:
@@ -521,7 +565,7 @@ async def _repack(
 
     async def one(pack_id: str) -> None:
         mine: list[PackedBlob] = []
-        for b in plan.packs[pack_id].blobs:
+        for b in plan.source.blobs_of(pack_id):
             if (b.id, b.type) in pending:
                 pending.discard((b.id, b.type))
                 mine.append(b)
@@ -549,26 +593,36 @@ async def _repack(
 
 
 async def _write_index(
-    repo: NativeRepository, out: WritableStore, packs: list[Pack], supersedes: list[str]
-) -> list[tuple[str, list[Pack]]]:
-    """New index files for ``packs``, at most :data:`INDEX_MAX_BLOBS` blobs each; the first supersedes all the
-    old index files (and at least one is written, so that ``supersedes`` is recorded). Their names, each with
-    the packs it lists."""
-    batches: list[list[Pack]] = [[]]
+    repo: NativeRepository,
+    out: WritableStore,
+    packs: Iterable[Pack],
+    supersedes: list[str],
+    written: Callable[[str, list[Pack]], None],
+) -> None:
+    """New index files for ``packs`` (consumed as they come: one file's packs in memory), at most
+    :data:`INDEX_MAX_BLOBS` blobs each; the first supersedes all the old index files (and at least one is
+    written, so that ``supersedes`` is recorded). ``written`` gets each file's name and packs once stored."""
+    first = True
+
+    async def write(batch: list[Pack]) -> None:
+        nonlocal first
+        doc = index_json(batch, supersedes if first else ())
+        first = False
+        data = await asyncio.to_thread(encode_unpacked, repo.key, doc, repo.config.version)
+        name = storage_id(data)
+        await out.put(path_of("index", name), data)
+        written(name, batch)
+
+    batch: list[Pack] = []
     count = 0
     for pack in packs:
-        if batches[-1] and count + len(pack.blobs) > INDEX_MAX_BLOBS:
-            batches.append([])
-            count = 0
-        batches[-1].append(pack)
+        if batch and count + len(pack.blobs) > INDEX_MAX_BLOBS:
+            await write(batch)
+            batch, count = [], 0
+        batch.append(pack)
         count += len(pack.blobs)
-    written = []
-    for i, batch in enumerate(batches):
-        doc = index_json(batch, supersedes if i == 0 else ())
-        data = await asyncio.to_thread(encode_unpacked, repo.key, doc, repo.config.version)
-        written.append((storage_id(data), batch))
-        await out.put(path_of("index", written[-1][0]), data)
-    return written
+    if batch or first:
+        await write(batch)
 
 
 async def _delete_all(out: WritableStore, paths: Iterable[str]) -> None:
@@ -611,7 +665,7 @@ async def prune(
         progress(line)
     if out is None:
         report.bytes_after += sum(
-            b.length for pid in plan.repack for b in plan.packs[pid].blobs if (b.id, b.type) in plan.repack_handles
+            b.length for pid in plan.repack for b in plan.source.blobs_of(pid) if (b.id, b.type) in plan.repack_handles
         )
         return report
     if plan.unreferenced:
@@ -630,19 +684,31 @@ async def prune(
     report.bytes_after += sum(pack_file_size(p.blobs) for p in new_packs)
 
     progress("rebuilding index")
-    remaining = [Pack(pid, b"", tuple(plan.packs[pid].blobs)) for pid in sorted(plan.keep)] + new_packs
-    written = await _write_index(repo, out, remaining, plan.index_names)
+    kept = (Pack(pid, b"", tuple(plan.source.blobs_of(pid))) for pid in sorted(plan.keep))
+    later: list[tuple[str, list[Pack]]] = []  # an index in memory starts over when a file goes: add after
+
+    def written(name: str, batch: list[Pack]) -> None:
+        if isinstance(repo.index, DiskIndex):
+            repo.index.add_file(name, _entries(batch))
+        else:
+            later.append((name, batch))
+
+    await _write_index(repo, out, itertools.chain(kept, new_packs), plan.source.index_names, written)
     progress("deleting obsolete index files")
-    await _delete_all(out, (path_of("index", name) for name in plan.index_names))
+    await _delete_all(out, (path_of("index", name) for name in plan.source.index_names))
     obsolete = sorted(plan.remove + plan.repack)
     progress(f"removing {len(obsolete)} old packs")
     await _delete_all(out, (path_of("data", pid) for pid in obsolete))
 
-    repo.index.forget_files(plan.index_names)
-    for name, batch in written:
-        repo.index.add_file(name, [IndexEntry(pack.id, blob) for pack in batch for blob in pack.blobs])
+    repo.index.forget_files(plan.source.index_names)
+    for name, batch in later:
+        repo.index.add_file(name, _entries(batch))
     progress("done")
     return report
+
+
+def _entries(packs: list[Pack]) -> list[IndexEntry]:
+    return [IndexEntry(pack.id, blob) for pack in packs for blob in pack.blobs]
 
 
 def summary_lines(report: PruneReport) -> list[str]:
