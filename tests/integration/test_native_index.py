@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from kubestash.engine.native import backup as backup_module
 from kubestash.engine.native.backup import backup
 from kubestash.engine.native.crypto import Key
 from kubestash.engine.native.index import DiskIndex, IndexEntry, MemoryIndex
@@ -287,3 +288,31 @@ def test_concurrent_opens_build_one_consistent_cache(repo: Path, tree: Path, mon
     expected = {"length": len(memory), "files": sorted(memory.files), "kind": "DiskIndex"}
     assert outputs == [expected] * 3
     assert everything(open_repo(repo, monkeypatch, "disk").index) == everything(memory)
+
+
+@pytest.mark.parametrize("processes", [True, False])
+def test_a_backup_that_forgets_what_it_indexed_still_stores_each_blob_once(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: bool
+) -> None:
+    """With the index on disk a backup drops from memory the ids it has indexed (here after every pack; a
+    worker process once it remembers 5). Directory ``d<i>`` holds content ``i`` and again content ``i-1``, met
+    while its first copy may still sit in an unfinished pack: an id not indexed yet must not be dropped.
+    (One worker process: several may each store a blob they meet at the same moment, which is harmless.)"""
+    monkeypatch.setattr(backup_module, "ADDED_TRIM", 5)
+    source = tmp_path / "source"
+    contents = [os.urandom(60_000) for _ in range(40)]
+    for i, data in enumerate(contents):
+        (source / f"d{i:02d}").mkdir(parents=True)
+        (source / f"d{i:02d}" / "x.bin").write_bytes(data)
+        (source / f"d{i:02d}" / "y.bin").write_bytes(contents[i - 1] if i else b"")
+    snapshot = snapshot_of(
+        source, repo, monkeypatch, processes=processes, workers=1 if processes else 2, index_every=1, pack_size=200_000
+    )
+    opened = open_repo(repo, monkeypatch, "disk")
+    assert isinstance(opened.index, DiskIndex)
+    stored = [b for pack in opened.index.pack_ids() for b in opened.index.placements(pack) if b.type == "data"]
+    assert len(stored) == len(contents)  # each content stored once, though the backup forgot it in between
+    assert len(opened.index.files) > 5  # an index file every pack
+    assert "no errors were found" in restic_output(repo, "check", "--read-data")
+    restic_output(repo, "restore", snapshot, "--target", str(tmp_path / "restored"))
+    assert describe(restored_at(tmp_path / "restored", source)) == describe(source)

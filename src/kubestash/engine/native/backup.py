@@ -85,7 +85,7 @@ from kubestash.engine.native.chunker import preload as preload_chunker
 from kubestash.engine.native.crypto import CryptoError
 from kubestash.engine.native.direct_io import DirectWriter, Staged
 from kubestash.engine.native.files import encode_unpacked, storage_id
-from kubestash.engine.native.index import IndexEntry
+from kubestash.engine.native.index import DiskIndex, IndexEntry
 from kubestash.engine.native.pack import (
     HEADER_LENGTH_SIZE,
     IntegrityError,
@@ -126,6 +126,9 @@ DIR_CONCURRENCY = 8
 """Subdirectories of one directory walked at the same time (see ``_Backup.directory``)."""
 COMPRESSION_LEVEL = 1
 INDEX_MAX_BLOBS = 50_000
+ADDED_TRIM = 50_000
+"""With the index on disk, a worker process drops the ids of other workers' blobs that are indexed meanwhile
+once it remembers more than this many (then more than twice what is left)."""
 INDEX_EVERY = 64
 """Write an index file after this many uploaded packs (1 GiB at the default pack size): bounds what a crash
 leaves unindexed on a fast link, where the time limit below would let many GiB pile up."""
@@ -466,6 +469,7 @@ class _ProcessShared(_Shared):
         loop = asyncio.get_running_loop()
         super().__init__(repo, pack_size, loop, _no_upload, None, compression_level, excludes=excludes)
         self.store = store
+        self.trim_at = ADDED_TRIM
         self.finished: list[tuple[Pack, int]] = []
         self.jobs: deque[Future[tuple[Pack, int] | None]] = deque()
         """Writes handed to the writer thread, in order: pieces of the open pack file (None), finished packs."""
@@ -557,6 +561,17 @@ class _ProcessShared(_Shared):
                 self.finished.append(done)
             wait -= 1
 
+    def learn(self, known: list[str]) -> None:
+        """Add blob ids stored by others. With the index on disk (a large backup into a large repository) the
+        ids the parent has indexed since are dropped now and then (the index answers for them), so this set
+        holds what is not indexed yet, not everything the backup stored."""
+        with self.lock:
+            self.added.update(known)
+            if isinstance(self.repo.index, DiskIndex) and len(self.added) > self.trim_at:
+                index = self.repo.index
+                self.added = {blob_id for blob_id in self.added if blob_id not in index}
+                self.trim_at = max(ADDED_TRIM, 2 * len(self.added))  # amortized: a lookup per id added
+
     def previous_items(self, tree_id: str | None) -> tuple[dict[str, Item], dict[str, str]]:
         """:meth:`_Backup.previous_items` in a worker, read straight from the pack file, with each node's own
         text from the blob (by name, when :func:`node_texts` can tell)."""
@@ -576,11 +591,11 @@ class _ProcessShared(_Shared):
         result: Any
         if message[0] == "files":
             _, files, known = message
-            self.added.update(known)  # blobs the other workers stored meanwhile: not stored twice
+            self.learn(known)  # blobs the other workers stored meanwhile: not stored twice
             result = self.file_nodes(files)
         elif message[0] == "scan":
             _, path, parent_tree, known = message
-            self.added.update(known)
+            self.learn(known)
             result = self.scan_directory(path, *self.previous_items(parent_tree), INLINE_READ_BYTES)
         else:
             result = []
@@ -878,10 +893,18 @@ class _Backup:
         await asyncio.gather(data(), trees())
 
     async def write_index(self) -> None:
-        """Write index file(s) naming the packs uploaded since the last one (periodically, and at the end)."""
+        """Write index file(s) naming the packs uploaded since the last one (periodically, and at the end).
+        With the index on disk, the ids just indexed leave the in-memory sets (the index answers for them),
+        so those hold what is not indexed yet, not everything the backup stored."""
         packs, self.unindexed = self.unindexed, []  # taken before any await: concurrent uploads add to a new list
         self.last_index = time.monotonic()
         self.summary.index_files += await write_index_files(self.repo, packs)
+        if isinstance(self.repo.index, DiskIndex):
+            with self.shared.lock:
+                self.shared.added.difference_update(blob.id for pack in packs for blob in pack.blobs)
+            told = min(self.cursors, default=len(self.added_log))
+            del self.added_log[:told]  # every worker has been told of these
+            self.cursors = [cursor - told for cursor in self.cursors]
 
     async def abort(self) -> None:
         """After a failure: stop the workers (one may wait for an upload, which needs the event loop running),
