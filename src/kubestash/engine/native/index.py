@@ -207,11 +207,22 @@ class DiskIndex:
             db.close()
             self._local.db = None
 
-    def _prepare(self) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` (the write lock at once, so two writers queue instead of failing later)."""
         db = self._db()
-        db.execute("PRAGMA journal_mode = WAL")
         db.execute("BEGIN IMMEDIATE")
         try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _prepare(self) -> None:
+        self._db().execute("PRAGMA journal_mode = WAL")
+        with self._transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 for statement in _TABLES:
@@ -224,11 +235,6 @@ class DiskIndex:
                 row = db.execute("SELECT value FROM meta WHERE name = 'key'").fetchone()
                 if row is None or row[0] != self._check:
                     raise sqlite3.DatabaseError("written under another master key")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         self._drop_connection()
@@ -237,10 +243,15 @@ class DiskIndex:
 
     # ------------------------------------------------------------ ids
 
-    def _key(self, blob_id: str) -> bytes:
-        self._db()
-        key: bytes = self._local.encrypt.update(bytes.fromhex(blob_id))
-        return key
+    def _key(self, blob_id: str) -> bytes | None:
+        """The stored form of a blob id (None if it is no id: no such blob)."""
+        self._db()  # this thread's cipher
+        try:
+            plain = bytes.fromhex(blob_id)
+        except ValueError:
+            return None
+        key: bytes = self._local.encrypt.update(plain)
+        return key if len(key) == 32 else None
 
     def _id(self, key: bytes) -> str:
         return str(self._local.decrypt.update(key).hex())
@@ -248,9 +259,8 @@ class DiskIndex:
     # ------------------------------------------------------------ the mapping
 
     def get(self, blob_id: str, default: None = None) -> IndexEntry | None:
-        try:
-            key = self._key(blob_id)
-        except ValueError:  # not hex: no such blob
+        key = self._key(blob_id)
+        if key is None:
             return None
         db = self._db()
         row = db.execute(
@@ -264,13 +274,9 @@ class DiskIndex:
         return IndexEntry(pack_id, PackedBlob(blob_id, _TYPES[row[1]], row[2], row[3], row[4]))
 
     def __contains__(self, blob_id: object) -> bool:
-        if not isinstance(blob_id, str):
-            return False
-        try:
-            key = self._key(blob_id)
-        except ValueError:
-            return False
-        return self._db().execute("SELECT 1 FROM blobs WHERE id = ? LIMIT 1", (key,)).fetchone() is not None
+        key = self._key(blob_id) if isinstance(blob_id, str) else None
+        query = "SELECT 1 FROM blobs WHERE id = ? LIMIT 1"
+        return key is not None and self._db().execute(query, (key,)).fetchone() is not None
 
     def __getitem__(self, blob_id: str) -> IndexEntry:
         entry = self.get(blob_id)
@@ -286,7 +292,6 @@ class DiskIndex:
 
     def values(self) -> Iterator[IndexEntry]:
         """Every blob once, at its first place (streamed: memory stays bounded)."""
-        self._db()
         previous = None
         rows = self._db().execute(
             "SELECT blobs.id, packs.id, type, offset, length, ulength FROM blobs "
@@ -305,17 +310,10 @@ class DiskIndex:
 
     def add_file(self, name: str, entries: Iterable[IndexEntry]) -> None:
         """Add one index file's entries (nothing if another process already added that file)."""
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             cursor = db.execute("INSERT OR IGNORE INTO files (name) VALUES (?)", (name,))
             if cursor.rowcount:
                 self._insert(db, cursor.lastrowid, list(entries))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     def _insert(self, db: sqlite3.Connection, file_no: Any, entries: list[IndexEntry]) -> None:
         """The rows of one index file: ids encrypted in one call, packs numbered, rows in key order (B-tree
@@ -334,8 +332,8 @@ class DiskIndex:
             some = pack_ids[start : start + 500]
             query = f"SELECT id, no FROM packs WHERE id IN ({','.join('?' * len(some))})"
             numbers.update(db.execute(query, some).fetchall())
-        rows = [
-            (keys[32 * i : 32 * i + 32], file_no, numbers[pack_id], blob.type == "tree", *blob[2:])
+        rows = [  # the type column: 0 data, 1 tree (_TYPES)
+            (keys[32 * i : 32 * i + 32], file_no, numbers[pack_id], int(blob.type == "tree"), *blob[2:])
             for i, (pack_id, blob) in enumerate(entries)
         ]
         rows.sort()
@@ -345,9 +343,7 @@ class DiskIndex:
         """Drop the entries of index files the repository no longer has (a prune rewrote them)."""
         if not names:
             return
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             numbers = [row[0] for name in names for row in db.execute("SELECT no FROM files WHERE name = ?", (name,))]
             for start in range(0, len(numbers), 500):
                 some = numbers[start : start + 500]
@@ -355,18 +351,12 @@ class DiskIndex:
                 db.execute(f"DELETE FROM blobs WHERE file IN ({marks})", some)  # one pass over the table
                 db.execute(f"DELETE FROM files WHERE no IN ({marks})", some)
             db.execute("DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE blobs.pack = packs.no)")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     def pack_ids(self) -> set[str]:
         """Every indexed pack (a set of names: packs are megabytes each, so even a large repository has few)."""
         return {pack_id for (pack_id,) in self._db().execute("SELECT id FROM packs")}
 
     def blobs_in(self, pack_id: str) -> list[PackedBlob]:
-        self._db()
         rows = self._db().execute(
             "SELECT blobs.id, type, offset, length, ulength FROM blobs JOIN packs ON packs.no = blobs.pack "
             "WHERE packs.id = ? ORDER BY file, offset",
@@ -376,12 +366,9 @@ class DiskIndex:
 
     def has(self, blob_id: str, blob_type: BlobType) -> bool:
         """Indexed with this type (:meth:`get` answers for one place only)."""
-        try:
-            key = self._key(blob_id)
-        except ValueError:
-            return False
+        key = self._key(blob_id)
         query = "SELECT 1 FROM blobs WHERE id = ? AND type = ? LIMIT 1"
-        return self._db().execute(query, (key, _TYPES.index(blob_type))).fetchone() is not None
+        return key is not None and self._db().execute(query, (key, _TYPES.index(blob_type))).fetchone() is not None
 
     def placements(self, pack_id: str) -> list[PackedBlob]:
         """A pack's blobs in offset order, each once (though two index files list it)."""
@@ -424,32 +411,45 @@ class DiskHandleSet:
         )
         self._db.execute("BEGIN")
         self._count = 0
+        self._odd: set[tuple[str, BlobType]] = set()
         self._lock = threading.Lock()
 
-    def _row(self, handle: tuple[str, BlobType]) -> tuple[bytes, int]:
-        return self._index._key(handle[0]), _TYPES.index(handle[1])
+    def _row(self, handle: tuple[str, BlobType]) -> tuple[bytes, int] | None:
+        key = self._index._key(handle[0])
+        return None if key is None else (key, _TYPES.index(handle[1]))
 
     def __contains__(self, handle: object) -> bool:
         if not isinstance(handle, tuple) or len(handle) != 2:
             return False
+        row = self._row(handle)
+        if row is None:
+            return handle in self._odd
         with self._lock:
-            return (
-                self._db.execute("SELECT 1 FROM handles WHERE id = ? AND type = ?", self._row(handle)).fetchone()
-                is not None
-            )
+            return self._db.execute("SELECT 1 FROM handles WHERE id = ? AND type = ?", row).fetchone() is not None
 
     def add(self, handle: tuple[str, BlobType]) -> None:
+        row = self._row(handle)
+        if row is None:  # no blob id (a damaged tree): kept aside, so that prune can name it
+            self._count += handle not in self._odd
+            self._odd.add(handle)
+            return
         with self._lock:
-            self._count += self._db.execute("INSERT OR IGNORE INTO handles VALUES (?, ?)", self._row(handle)).rowcount
+            self._count += self._db.execute("INSERT OR IGNORE INTO handles VALUES (?, ?)", row).rowcount
 
     def discard(self, handle: tuple[str, BlobType]) -> None:
+        row = self._row(handle)
+        if row is None:
+            self._count -= handle in self._odd
+            self._odd.discard(handle)
+            return
         with self._lock:
-            self._count -= self._db.execute("DELETE FROM handles WHERE id = ? AND type = ?", self._row(handle)).rowcount
+            self._count -= self._db.execute("DELETE FROM handles WHERE id = ? AND type = ?", row).rowcount
 
     def __len__(self) -> int:
         return self._count
 
     def __iter__(self) -> Iterator[tuple[str, BlobType]]:
+        yield from list(self._odd)
         with self._lock:
             rows = self._db.execute("SELECT id, type FROM handles").fetchmany
             batch = rows(1000)
