@@ -248,7 +248,7 @@ def test_auto_keeps_the_index_in_memory_below_the_limit_and_on_disk_above(
 
 
 def test_a_cache_unused_for_thirty_days_is_removed(
-    repo: Path, tree: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Path, tree: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (cache / "index").mkdir(parents=True, exist_ok=True)
     stale, recent = cache / "index" / ("1" * 64 + ".sqlite"), cache / "index" / ("2" * 64 + ".sqlite")
@@ -258,6 +258,15 @@ def test_a_cache_unused_for_thirty_days_is_removed(
     os.utime(stale, (month_ago, month_ago))
     snapshot_of(tree, repo, monkeypatch)
     assert not stale.exists() and recent.exists()
+
+    kept_open = open_repo(repo, monkeypatch, "disk")  # a process that keeps the repository open (the operator)
+    assert isinstance(kept_open.index, DiskIndex)
+    os.utime(kept_open.index.path, (month_ago, month_ago))
+    run(kept_open.refresh())  # what it does before each operation
+    other = tmp_path / "other"
+    run(init_repository(LocalStore(other), PASSWORD, kdf=CHEAP))
+    open_repo(other, monkeypatch, "disk")  # opening another cache looks for stale ones
+    assert kept_open.index.path.exists()
 
 
 OPEN_AND_DESCRIBE = """

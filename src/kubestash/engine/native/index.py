@@ -170,6 +170,13 @@ class DiskIndex:
             self._prepare()
         if self._temporary:
             weakref.finalize(self, _remove, path)
+        self.touch()
+
+    def touch(self) -> None:
+        """Mark the cache used now: its age (for the 30-day cleanup) is the time since it was last used, and a
+        process that keeps a repository open (the operator) refreshes it before every operation."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path)
 
     @classmethod
     def for_repository(cls, repository_id: str, key: Key) -> DiskIndex:
@@ -181,7 +188,6 @@ class DiskIndex:
             with open(path, "ab"):
                 pass
             os.chmod(path, 0o600)
-            os.utime(path)  # its age is the time since it was last used
         except OSError as e:
             log.info("index cache directory %s not writable (%s): using a temporary file", directory, e)
             return cls(None, key)

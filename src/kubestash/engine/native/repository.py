@@ -181,6 +181,7 @@ class NativeRepository:
         known = index.files
         gone = known - names
         if isinstance(index, DiskIndex):
+            index.touch()
             await self._add_index_files(index, sorted(names - known))
         else:
             new = sorted(names if gone else names - known)
