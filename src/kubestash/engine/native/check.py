@@ -35,7 +35,7 @@ from typing import Any
 from kubestash.backends.base import BackendError
 from kubestash.engine.native.crypto import OVERHEAD, CryptoError
 from kubestash.engine.native.files import load_json
-from kubestash.engine.native.index import DiskIndex
+from kubestash.engine.native.index import DiskIndex, handle_set
 from kubestash.engine.native.pack import (
     COMPRESSED_ENTRY,
     HEADER_LENGTH_SIZE,
@@ -328,11 +328,13 @@ async def _check_snapshots(
             errors.append(f"snapshot {name}: cannot load: {_reason(e)}")
 
     await bounded(names, load, FILE_CONCURRENCY)
-    seen: set[str] = set(vouched)
+    seen = handle_set(repo.index)  # tree ids; on disk for a large repository
+    for tree_id in vouched:
+        seen.add((tree_id, "tree"))
     queue: asyncio.Queue[_TreeRef] = asyncio.Queue()
     for ref in sorted(roots, key=lambda r: r.snapshot):
-        if ref.id not in seen:
-            seen.add(ref.id)
+        if (ref.id, "tree") not in seen:
+            seen.add((ref.id, "tree"))
             queue.put_nowait(ref)
 
     async def worker() -> None:
@@ -340,8 +342,8 @@ async def _check_snapshots(
             ref = await queue.get()
             try:
                 for sub in await _check_tree(repo, ref, errors, used):
-                    if sub.id not in seen:
-                        seen.add(sub.id)
+                    if (sub.id, "tree") not in seen:
+                        seen.add((sub.id, "tree"))
                         queue.put_nowait(sub)
             finally:
                 queue.task_done()

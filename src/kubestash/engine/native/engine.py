@@ -56,7 +56,7 @@ from kubestash.engine.native import lock as native_lock
 from kubestash.engine.native import prune as native_prune
 from kubestash.engine.native.check import check as native_check
 from kubestash.engine.native.crypto import CryptoError, Key
-from kubestash.engine.native.index import DiskIndex
+from kubestash.engine.native.index import handle_set
 from kubestash.engine.native.init import init_repository
 from kubestash.engine.native.pack import IntegrityError
 from kubestash.engine.native.repository import (
@@ -364,8 +364,7 @@ class NativeEngine:
     async def stats(self, repo: RepositoryTarget, snapshot_id: str | None = None) -> int:
         async with self._session(repo, "stats", lock=None) as opened:
             chosen = [await opened.find_snapshot(snapshot_id)] if snapshot_id else await opened.snapshots()
-            into = opened.index.handle_set() if isinstance(opened.index, DiskIndex) else None
-            blobs = await native_prune.used_blobs(opened, [s.tree for s in chosen], into)
+            blobs = await native_prune.used_blobs(opened, [s.tree for s in chosen], handle_set(opened.index))
         entries = (opened.index.get(blob_id) for blob_id, _ in blobs)
         return sum(entry.blob.length for entry in entries if entry is not None)
 

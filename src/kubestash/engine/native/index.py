@@ -471,6 +471,13 @@ class DiskHandleSet:
 
 
 BlobIndex = MemoryIndex | DiskIndex
+HandleSet = set[tuple[str, BlobType]] | DiskHandleSet
+"""Blob handles (id, type) in memory, or in a temporary file when the index is on disk."""
+
+
+def handle_set(index: BlobIndex) -> HandleSet:
+    """An empty set of blob handles of the kind the index calls for (on disk for a large repository)."""
+    return index.handle_set() if isinstance(index, DiskIndex) else set()
 
 
 def _remove_stale(directory: Path) -> None:

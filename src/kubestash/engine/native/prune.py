@@ -58,7 +58,7 @@ from kubestash.api.storage import RetentionPolicySpec
 from kubestash.engine.native.backup import COMPRESSION_LEVEL, INDEX_MAX_BLOBS, PACK_SIZE
 from kubestash.engine.native.crypto import OVERHEAD
 from kubestash.engine.native.files import encode_unpacked, load_json, storage_id
-from kubestash.engine.native.index import DiskHandleSet, DiskIndex, IndexEntry
+from kubestash.engine.native.index import DiskIndex, HandleSet, IndexEntry, handle_set
 from kubestash.engine.native.pack import (
     COMPRESSED_ENTRY,
     HEADER_LENGTH_SIZE,
@@ -301,23 +301,18 @@ def pack_file_size(blobs: Iterable[PackedBlob]) -> int:
     return sum(b.length for b in blobs) + header + HEADER_LENGTH_SIZE
 
 
-HandleSet = set[Handle] | DiskHandleSet
-"""Blob handles in memory, or in a temporary file when the index is on disk."""
-
-
 @dataclass
 class _Source:
     """What the plan reads: each pack's blobs (offset order, each once), the blobs stored more than once (with
-    the pack of each copy), whether a handle is indexed, and where to collect handles: all in memory when the
-    index is (every pack's blobs loaded from the index files), else from the on-disk index and temporary
-    files (memory: a summary per pack and the duplicates, whatever the repository's size)."""
+    the pack of each copy) and whether a handle is indexed: all in memory when the index is (every pack's
+    blobs loaded from the index files), else from the on-disk index (memory: the duplicates, whatever the
+    repository's size)."""
 
     index_names: list[str]
     pack_ids: list[str]
     blobs_of: Callable[[str], list[PackedBlob]]
     duplicates: dict[Handle, list[str]]
     indexed: Callable[[Handle], bool]
-    new_set: Callable[[], HandleSet]
 
     @classmethod
     async def load(cls, repo: NativeRepository) -> _Source:
@@ -330,7 +325,6 @@ class _Source:
                 index.placements,
                 index.duplicates(),
                 lambda handle: index.has(*handle),
-                index.handle_set,
             )
         index_names, pack_blobs = await _load_index(repo)
         copies: dict[Handle, list[str]] = defaultdict(list)
@@ -338,7 +332,7 @@ class _Source:
             for b in blobs:
                 copies[(b.id, b.type)].append(pack_id)
         duplicates = {handle: where for handle, where in copies.items() if len(where) > 1}
-        return cls(index_names, list(pack_blobs), pack_blobs.__getitem__, duplicates, copies.__contains__, set)
+        return cls(index_names, list(pack_blobs), pack_blobs.__getitem__, duplicates, copies.__contains__)
 
 
 @dataclass
@@ -432,7 +426,7 @@ async def _plan(
     progress("loading all snapshots...")
     snapshots = [s for s in await repo.snapshots() if s.id not in ignore_snapshots]
     progress(f"finding data that is still in use for {len(snapshots)} snapshots")
-    used = await used_blobs(repo, (s.tree for s in snapshots), into=source.new_set())
+    used = await used_blobs(repo, (s.tree for s in snapshots), into=handle_set(repo.index))
     lost = sorted(handle for handle in used if not source.indexed(handle))
     if lost:
         raise PruneError(
@@ -487,7 +481,7 @@ async def _plan(
             f"the index references {len(needed_missing)} needed pack files which are missing from the repository "
             f"(first: {needed_missing[0]}); repair the index first (restic rebuild-index)"
         )
-    plan = _Plan(report, source, packs, sorted(stored - packs.keys()), source.new_set())
+    plan = _Plan(report, source, packs, sorted(stored - packs.keys()), handle_set(repo.index))
     # restic: only packs below 1/25 of the target pack size count as small; fully used small packs are
     # repacked only when there are at least 10 of them (to merge them, and not to repack one pack forever).
     small = pack_size // 25
