@@ -38,19 +38,22 @@ import hashlib
 import hmac
 import logging
 import os
-import sqlite3
 import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Collection, Iterable, Iterator, KeysView
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from kubestash.engine.native.crypto import Key
 from kubestash.engine.native.pack import BlobType, PackedBlob
+
+if TYPE_CHECKING:
+    import sqlite3  # imported when a disk index is first used: every command would pay ~7 ms for it otherwise
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +166,7 @@ class DiskIndex:
         self.path = path
         try:
             self._prepare()
-        except sqlite3.DatabaseError as e:  # not a database, an older schema, another key: start over
+        except _sqlite().DatabaseError as e:  # not a database, an older schema, another key: start over
             log.info("index cache %s unusable (%s): rebuilding it", path, e)
             self._drop_connection()
             path.unlink(missing_ok=True)
@@ -199,7 +202,7 @@ class DiskIndex:
         local = self._local
         db: sqlite3.Connection | None = getattr(local, "db", None)
         if db is None or local.pid != os.getpid():  # a forked child must not use its parent's connection
-            db = sqlite3.connect(self.path, timeout=120, isolation_level=None, check_same_thread=False)
+            db = _sqlite().connect(self.path, timeout=120, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA cache_size = -{_PAGE_CACHE_KIB}")
             db.execute("PRAGMA synchronous = OFF")  # a cache: a crash at worst loses it, never the repository
             local.db, local.pid = db, os.getpid()
@@ -236,11 +239,11 @@ class DiskIndex:
                 db.execute("INSERT INTO meta VALUES ('key', ?)", (self._check,))
                 db.execute(f"PRAGMA user_version = {_SCHEMA}")
             elif version != _SCHEMA:
-                raise sqlite3.DatabaseError(f"schema {version}, not {_SCHEMA}")
+                raise _sqlite().DatabaseError(f"schema {version}, not {_SCHEMA}")
             else:
                 row = db.execute("SELECT value FROM meta WHERE name = 'key'").fetchone()
                 if row is None or row[0] != self._check:
-                    raise sqlite3.DatabaseError("written under another master key")
+                    raise _sqlite().DatabaseError("written under another master key")
 
     def close(self) -> None:
         self._drop_connection()
@@ -409,7 +412,7 @@ class DiskHandleSet:
         os.close(fd)
         self.path = Path(name)
         weakref.finalize(self, _remove, self.path)
-        self._db = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
+        self._db = _sqlite().connect(name, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = OFF")
         self._db.execute(f"PRAGMA cache_size = -{_PAGE_CACHE_KIB}")
         self._db.execute(
@@ -478,6 +481,12 @@ HandleSet = set[tuple[str, BlobType]] | DiskHandleSet
 def handle_set(index: BlobIndex) -> HandleSet:
     """An empty set of blob handles of the kind the index calls for (on disk for a large repository)."""
     return index.handle_set() if isinstance(index, DiskIndex) else set()
+
+
+def _sqlite() -> ModuleType:
+    import sqlite3
+
+    return sqlite3
 
 
 def _remove_stale(directory: Path) -> None:
