@@ -202,6 +202,8 @@ class DiskIndex:
         local = self._local
         db: sqlite3.Connection | None = getattr(local, "db", None)
         if db is None or local.pid != os.getpid():  # a forked child must not use its parent's connection
+            if db is not None:
+                _INHERITED.append(db)  # nor close it (SQLite's warning): kept, unused, until the child exits
             db = _sqlite().connect(self.path, timeout=120, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA cache_size = -{_PAGE_CACHE_KIB}")
             db.execute("PRAGMA synchronous = OFF")  # a cache: a crash at worst loses it, never the repository
@@ -481,6 +483,10 @@ HandleSet = set[tuple[str, BlobType]] | DiskHandleSet
 def handle_set(index: BlobIndex) -> HandleSet:
     """An empty set of blob handles of the kind the index calls for (on disk for a large repository)."""
     return index.handle_set() if isinstance(index, DiskIndex) else set()
+
+
+_INHERITED: list[sqlite3.Connection] = []
+"""Connections a forked process inherited (see :meth:`DiskIndex._db`)."""
 
 
 def _sqlite() -> ModuleType:
