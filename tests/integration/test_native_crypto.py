@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kubestash.engine.native import crypto
 from kubestash.engine.native.crypto import OVERHEAD, CryptoError, Key, open_key_file
 from kubestash.engine.native.files import decode_unpacked, encode_unpacked, load_json, storage_id
 
@@ -62,3 +64,31 @@ def test_restic_key_config_and_index_open(tmp_path: Path) -> None:
         assert isinstance(load_json(key, data), dict)
     with pytest.raises(CryptoError):
         open_key_file(json.loads(key_file.read_bytes()), "not-the-password")
+
+
+def test_scrypt_is_computed_by_libsodium() -> None:
+    """PyNaCl is a dependency: without it every command would derive its key twice as slowly (OpenSSL)."""
+    assert crypto._sodium() is not None
+
+
+def test_scrypt_matches_rfc_7914_and_openssl() -> None:
+    # RFC 7914, section 12: scrypt(P="password", S="NaCl", N=1024, r=8, p=16), first 64 bytes
+    assert crypto.scrypt(b"password", b"NaCl", 1024, 8, 16).hex().startswith("fdbabe1c9d3472007856e7190d01e9fe")
+    cases = [(b"", b"", 16, 1, 1), (b"pw", b"s" * 64, 32768, 8, 4), (b"\xff" * 70, b"x", 512, 3, 5)]
+    for password, salt, n, r, p in cases:
+        expected = hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=crypto.SCRYPT_MAX_MEMORY, dklen=64)
+        assert crypto.scrypt(password, salt, n, r, p) == expected
+
+
+@given(st.binary(max_size=40), st.binary(max_size=70), st.integers(1, 9), st.integers(1, 4), st.integers(1, 3))
+@settings(max_examples=30, deadline=None)
+def test_scrypt_matches_openssl_for_any_parameters(password: bytes, salt: bytes, log_n: int, r: int, p: int) -> None:
+    expected = hashlib.scrypt(password, salt=salt, n=2**log_n, r=r, p=p, maxmem=crypto.SCRYPT_MAX_MEMORY, dklen=64)
+    assert crypto.scrypt(password, salt, 2**log_n, r, p) == expected
+
+
+@pytest.mark.parametrize(("n", "r", "p"), [(2**24, 8, 1), (1000, 8, 1), (1, 8, 1)])
+def test_scrypt_refuses_what_openssl_refuses(n: int, r: int, p: int) -> None:
+    """A hostile key file's huge N is refused, not allocated (16 GiB here); N not a power of two is refused."""
+    with pytest.raises(ValueError):
+        crypto.scrypt(b"pw", b"salt", n, r, p)

@@ -10,6 +10,7 @@ password by scrypt (64 bytes: AES key, MAC ``k``, MAC ``r``). The primitives com
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -102,8 +103,33 @@ def _clamp(r: bytes) -> bytes:
 
 def derive_key(password: str, salt: bytes, n: int, r: int, p: int) -> Key:
     """The key that opens a key file: scrypt(password, salt, N, r, p) → 64 bytes."""
-    raw = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAX_MEMORY, dklen=64)
+    raw = scrypt(password.encode(), salt, n, r, p)
     return Key(raw[:32], raw[32:48], raw[48:64])
+
+
+def scrypt(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    """64 bytes of scrypt, by libsodium (PyNaCl) where it can: its SSE2 Salsa20/8 takes half of OpenSSL's
+    time (0.24 against 0.45 s for N=2^15, r=8, p=4 here), and every command derives a key once. hashlib's
+    OpenSSL otherwise, and for what libsodium refuses or would need more than :data:`SCRYPT_MAX_MEMORY`
+    (a hostile key file's huge N), so that hashlib raises its error."""
+    sodium = _sodium()
+    if sodium is not None and 128 * r * (n + p) <= SCRYPT_MAX_MEMORY:
+        ffi, lib = sodium
+        out = ffi.new("uint8_t[]", 64)
+        if lib.crypto_pwhash_scryptsalsa208sha256_ll(password, len(password), salt, len(salt), n, r, p, out, 64) == 0:
+            return bytes(ffi.buffer(out, 64))
+    return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAX_MEMORY, dklen=64)
+
+
+@functools.cache
+def _sodium() -> tuple[Any, Any] | None:
+    """PyNaCl's compiled libsodium binding, initialised (``sodium_init`` picks the SSE code paths), or None.
+    The binding module itself, not ``nacl.bindings``: that imports every wrapper (~40 ms against ~3 ms)."""
+    try:
+        from nacl._sodium import ffi, lib  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        return None
+    return (ffi, lib) if lib.sodium_init() >= 0 else None
 
 
 def open_key_file(doc: dict[str, Any], password: str) -> Key:
