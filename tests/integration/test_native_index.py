@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -325,3 +326,19 @@ def test_a_backup_that_forgets_what_it_indexed_still_stores_each_blob_once(
     assert "no errors were found" in restic_output(repo, "check", "--read-data")
     restic_output(repo, "restore", snapshot, "--target", str(tmp_path / "restored"))
     assert describe(restored_at(tmp_path / "restored", source)) == describe(source)
+
+
+def test_with_nowhere_to_write_a_cache_the_index_stays_in_memory(
+    repo: Path, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Read-only file systems (a locked-down pod): the backup and restore still work, memory unbounded."""
+    snapshot_of(tree, repo, monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("KUBESTASH_CACHE_DIR", str(blocker))
+    monkeypatch.setattr(tempfile, "tempdir", str(blocker / "no-temporary-files-either"))
+    opened = open_repo(repo, monkeypatch, "disk")
+    assert isinstance(opened.index, MemoryIndex)
+    assert "keeping the index in memory" in caplog.text
+    run(restore(opened, "latest", tmp_path / "restored"))
+    assert describe(restored_at(tmp_path / "restored", tree)) == describe(tree)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from kubestash.engine.native.index import (
 from kubestash.engine.native.pack import BlobType, IntegrityError, PackedBlob, decode_blob
 from kubestash.engine.native.store import Store, list_sizes, path_of
 from kubestash.engine.native.tree import Node, node_from_json
+
+log = logging.getLogger(__name__)
 
 _READ_CONCURRENCY = 8
 T = TypeVar("T")
@@ -338,7 +341,10 @@ def new_index(repository_id: str, key: Key, index_bytes: int) -> BlobIndex:
     """An empty index of the form the repository's size calls for (``KUBESTASH_INDEX`` may force one)."""
     mode = index_mode()
     if mode == "disk" or (mode == "auto" and index_bytes >= memory_limit_bytes()):
-        return DiskIndex.for_repository(repository_id, key)
+        try:
+            return DiskIndex.for_repository(repository_id, key)
+        except Exception as e:  # nowhere to write even a temporary file (read-only file systems): in memory
+            log.warning("index cache unavailable (%s): keeping the index in memory", e)
     return MemoryIndex()
 
 
