@@ -186,23 +186,19 @@ class NativeRepository:
         if isinstance(index, DiskIndex):
             index.touch()
             await self._add_index_files(index, sorted(names - known))
-        else:
-            new = sorted(names if gone else names - known)
-            docs = await self._load_all("index", new)
             index.forget_files(gone)
-            for name, doc in zip(new, docs, strict=True):
-                index.add_file(name, index_entries(doc))
-        index.forget_files(gone)
+            return
+        new = sorted(names if gone else names - known)
+        docs = await self._load_all("index", new)
+        index.forget_files(gone)  # in memory that forgets every file: all of them are added again
+        for name, doc in zip(new, docs, strict=True):
+            index.add_file(name, index_entries(doc))
 
     async def _add_index_files(self, index: DiskIndex, names: list[str]) -> None:
         limit, parsing = asyncio.Semaphore(_READ_CONCURRENCY), asyncio.Lock()
 
         def add(name: str, data: bytes) -> None:
-            try:
-                doc = load_json(self.key, data)
-            except CryptoError as e:
-                raise IntegrityError(f"index/{name}: {e}") from None
-            index.add_file(name, index_entries(doc))
+            index.add_file(name, index_entries(self._decoded("index", name, data)))
 
         async def one(name: str) -> None:
             async with limit:
@@ -218,12 +214,16 @@ class NativeRepository:
         async def one(name: str) -> Any:
             async with limit:
                 data = await self.store.get(f"{kind}/{name}")
-            try:
-                return await asyncio.to_thread(load_json, self.key, data)
-            except CryptoError as e:
-                raise IntegrityError(f"{kind}/{name}: {e}") from None
+            return await asyncio.to_thread(self._decoded, kind, name, data)
 
         return list(await asyncio.gather(*(one(n) for n in names)))
+
+    def _decoded(self, kind: str, name: str, data: bytes) -> Any:
+        """An unpacked file's JSON; damage named by its path."""
+        try:
+            return load_json(self.key, data)
+        except CryptoError as e:
+            raise IntegrityError(f"{kind}/{name}: {e}") from None
 
     # ------------------------------------------------------------ snapshots
 

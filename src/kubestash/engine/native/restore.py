@@ -173,7 +173,7 @@ class _Plan:
 
     dirs: list[tuple[str, Node]] = field(default_factory=list)
     files: list[tuple[str, Item]] = field(default_factory=list)
-    links: list[tuple[str, Node]] = field(default_factory=list)
+    specials: list[tuple[str, Node]] = field(default_factory=list)
     """Symbolic links, FIFOs and device nodes: created with their metadata before any data moves."""
     hardlinks: list[tuple[str, str]] = field(default_factory=list)
     """(path, the earlier path of the same inode): linked once that one has its data and metadata."""
@@ -232,12 +232,12 @@ async def restore(
         await _restore_batch(repo, plan, as_root, progress, on_progress)
         plan.restored += len(plan.files)
         plan.files.clear()
-        plan.links.clear()
+        plan.specials.clear()
 
     await _walk(repo, snapshot.tree, "", str(target), PathFilter.of(include, exclude), plan, flush, batch_files)
     progress.walked = True
     await flush()
-    await asyncio.to_thread(_finish_dirs, plan, as_root)
+    await asyncio.to_thread(_finish_tree, plan, as_root)
     return plan.restored + len(plan.hardlinks), progress.bytes_done
 
 
@@ -340,7 +340,7 @@ async def _walk(
             if len(plan.files) >= batch_files:
                 await flush()
         elif kind in ("symlink", "fifo", "dev", "chardev"):
-            plan.links.append((path, _parsed(item, f"tree {tree_id}")))
+            plan.specials.append((path, _parsed(item, f"tree {tree_id}")))
         # socket: not restored (see the module docstring).
 
 
@@ -356,7 +356,8 @@ def _parsed(item: Item, where: str) -> Node:
 
 
 def _create_entries(plan: _Plan, as_root: bool, empty: set[str]) -> None:
-    """Directories, the ``empty`` files (no content to write: nothing else creates them) and symlinks."""
+    """Directories, the ``empty`` files (no content to write: nothing else creates them), symlinks and special
+    files."""
     made: set[str] = set()
     for path, _ in plan.dirs[plan.dirs_created :]:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -370,10 +371,9 @@ def _create_entries(plan: _Plan, as_root: bool, empty: set[str]) -> None:
         if path in empty:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             os.close(fd)
-    for path, node in plan.links:
+    for path, node in plan.specials:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        if os.path.lexists(path):
-            os.unlink(path)
+        _make_room(path)
         if node.type == "symlink":
             os.symlink(node.linktarget, path)
             if as_root:
@@ -634,15 +634,20 @@ def _finish_files(files: list[tuple[str, Item]], as_root: bool, existed: set[str
         _apply(path, _parsed(item, path), as_root)
 
 
-def _finish_dirs(plan: _Plan, as_root: bool) -> None:
+def _finish_tree(plan: _Plan, as_root: bool) -> None:
     """Hard links (their first path now has its data and metadata), then directories' metadata, deepest first,
     so restoring a directory's mtime comes after every change inside it."""
     for path, same in plan.hardlinks:
-        if os.path.lexists(path):
-            os.unlink(path)
+        _make_room(path)
         os.link(same, path)
     for path, node in sorted(plan.dirs, key=lambda item: item[0].count("/"), reverse=True):
         _apply(path, node, as_root)
+
+
+def _make_room(path: str) -> None:
+    """Remove what an earlier restore left at ``path`` (a link or node is made, not written into)."""
+    if os.path.lexists(path):
+        os.unlink(path)
 
 
 def _apply(path: str, node: Node, as_root: bool) -> None:
