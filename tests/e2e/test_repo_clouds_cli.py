@@ -67,6 +67,51 @@ def test_backup_restore_check_on_a_cloud_url(cloud: tuple[str, dict[str, str]], 
     assert failing.returncode == 1 and "wrong password" in failing.stderr and PASSWORD not in failing.stderr
 
 
+SLOW_WAKEUP = """
+import asyncio.selector_events, sys, threading, time
+from kubestash.cli.main import main
+write = asyncio.selector_events.BaseSelectorEventLoop._write_to_self
+def slow(loop):
+    write(loop)
+    if threading.current_thread() is not threading.main_thread():
+        time.sleep(0.1)
+asyncio.selector_events.BaseSelectorEventLoop._write_to_self = slow
+class SlowFinalization:
+    def __del__(self):
+        time.sleep(1)
+held = SlowFinalization()
+sys.argv = ["kubestash", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_command_on_azure_exits_with_its_status_not_an_abort() -> None:
+    """obstore's tokio threads hand each result to asyncio with ``call_soon_threadsafe``; one may still be in it
+    when the command's last ``await`` returns, and Python ends a thread that wants the GIL back during
+    finalization with ``pthread_exit`` -- fatal to a Rust thread: about one ``init`` in twenty exited with
+    SIGABRT after creating the repository. Here the window is held open -- the wake-up write sleeps 0.1 s
+    after sending, in the foreign thread, and finalization takes a second -- so without the CLI's
+    finalization-free exit every run aborts."""
+    with azurite() as server:
+        server.create_container("exits")
+        env = {
+            **os.environ,
+            "RESTIC_PASSWORD": PASSWORD,
+            "AZURE_ACCOUNT_NAME": AZURITE_ACCOUNT,
+            "AZURE_ACCOUNT_KEY": AZURITE_KEY,
+            "AZURE_ENDPOINT": server.endpoint,
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", SLOW_WAKEUP, "repo", "-r", "azure:exits:/app", "init"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "created restic repository" in done.stdout
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

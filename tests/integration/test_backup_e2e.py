@@ -395,7 +395,8 @@ def test_a_path_outside_the_workload_volumes_fails_with_the_reason(
 
 @pytest.mark.parametrize("world", ["local"], indirect=True)
 def test_unreachable_s3_fails_the_backup_with_the_cause(server: ServerProcess, kube: Client, world: World) -> None:
-    """S3 going away after the storage was Ready. (moto keeps its buckets in memory, so the recovery half --
+    """S3 going away after the storage was Ready: the session fails with the cause, or -- once the storage's
+    re-check has noticed -- is skipped naming it. (moto keeps its buckets in memory, so the recovery half --
     the next backup succeeding once S3 is back -- is shown by the local failure test, not here.)"""
     source = world.tmp / "data"
     tree(source)
@@ -417,17 +418,35 @@ def test_unreachable_s3_fails_the_backup_with_the_cause(server: ServerProcess, k
         )
         world.apply(bc)
 
-        async def body(client: AsyncClient) -> dict[str, Any]:
+        async def body(client: AsyncClient) -> list[dict[str, Any]]:
             first = await finished_session(kube, world.ns, 1)
             assert first["phase"] == "Succeeded", first
             await asyncio.to_thread(moto.stop)
             name = await asyncio.to_thread(trigger_now, kube, world.ns, "s3gone")
-            return await final_status(kube, world.ns, name)
+            failed = await final_status(kube, world.ns, name)
+            # A Repository change makes the storage look again: it turns NotReady, and so does the configuration.
+            patch = {"metadata": {"annotations": {"poke": "1"}}}
+            await client.patch(
+                by_kind("Repository"), "s3gone-repo", patch, namespace=world.ns, patch_type=PatchType.MERGE
+            )
 
-        failed = run_with_operator(server, body)
-    assert failed["phase"] == "Failed"
-    error = component_error(kube, world.ns, failed)
-    assert "connection refused" in error.lower() or "unreachable" in error.lower(), error
+            def not_ready() -> bool:
+                return status(kube, "BackupConfiguration", "s3gone", world.ns).get("phase") == "NotReady"
+
+            await until(not_ready, what="BackupConfiguration NotReady")
+            name = await asyncio.to_thread(trigger_now, kube, world.ns, "s3gone")
+            return [failed, await final_status(kube, world.ns, name)]
+
+        failed, skipped = run_with_operator(server, body)
+    for outcome in (failed, skipped):
+        if outcome["phase"] == "Skipped":  # the storage noticed first: the session says why it did not run
+            error = next(c["message"] for c in outcome["conditions"] if c["type"] == "BackupSkipped")
+            assert error.startswith("BackupConfiguration s3gone is NotReady: BackupStorage "), error
+        else:
+            assert outcome["phase"] == "Failed"
+            error = component_error(kube, world.ns, outcome)
+        assert "connection refused" in error.lower() or "unreachable" in error.lower(), error
+    assert skipped["phase"] == "Skipped"
     assert creds["AWS_SECRET_ACCESS_KEY"] not in json.dumps(failed) + error
 
 

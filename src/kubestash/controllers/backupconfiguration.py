@@ -93,7 +93,8 @@ class BackupConfigurationReconciler:
         if status != data.get("status"):
             if status["phase"] != (data.get("status") or {}).get("phase"):
                 ready = status["phase"] == "Ready"
-                await record(self.events, data, "Normal" if ready else "Warning", str(status["phase"]), _why(status))
+                why = "BackupConfiguration is ready" if ready else "; ".join(not_ready_reasons(status)) or "not ready"
+                await record(self.events, data, "Normal" if ready else "Warning", str(status["phase"]), why)
             await patch_status(self.client, "BackupConfiguration", key[1], namespace, status)
         # After the Ready status is stored: the BackupSession it creates must find its invoker Ready.
         if status["phase"] == "Ready" and not has_condition(conditions, cond.INITIAL_BACKUP_TRIGGERED):
@@ -121,7 +122,10 @@ class BackupConfigurationReconciler:
             if storage is None:
                 state["reason"] = f"BackupStorage {ref['namespace']}/{ref['name']} not found"
             elif phase != "Ready":
-                state["reason"] = f"BackupStorage {ref['namespace']}/{ref['name']} is not Ready"
+                conditions = (storage.get("status") or {}).get("conditions") or []
+                cause = next((c["message"] for c in conditions if c.get("status") == "False" and c.get("message")), "")
+                what = f"BackupStorage {ref['namespace']}/{ref['name']} is not Ready"
+                state["reason"] = f"{what}: {cause}" if cause else what
             ready = ready and phase == "Ready"
             entry["storage"] = state
         if backend.retention_policy is not None:
@@ -241,9 +245,10 @@ class BackupConfigurationReconciler:
         log.info("%s backup %s/%s", why, manifest["metadata"]["namespace"], manifest["metadata"]["name"])
 
 
-def _why(status: dict[str, Any]) -> str:
+def not_ready_reasons(status: dict[str, Any]) -> list[str]:
+    """Why a BackupConfiguration status is not Ready (for its event and a session it skips)."""
     if status.get("phase") == "Ready":
-        return "BackupConfiguration is ready"
+        return []
     reasons = []
     if not status.get("targetFound"):
         reasons.append("target not found")
@@ -253,4 +258,4 @@ def _why(status: dict[str, Any]) -> str:
             reason = (backend.get(part) or {}).get("reason")
             if reason:
                 reasons.append(reason)
-    return "; ".join(reasons) or "not ready"
+    return reasons

@@ -33,7 +33,7 @@ from kubestash.api.phases import backup_session_phase
 from kubestash.api.retention import SnapshotRecord, apply_retention_policy
 from kubestash.api.sessions import MANAGED_BY_LABELS, backup_session_manifest
 from kubestash.api.storage import RetentionPolicy
-from kubestash.controllers.backupconfiguration import utcnow
+from kubestash.controllers.backupconfiguration import not_ready_reasons, utcnow
 from kubestash.controllers.common import (
     close_session,
     create,
@@ -176,7 +176,8 @@ class BackupSessionReconciler:
             return f"BackupConfiguration {invoker} has no session {bs.spec.session!r}"
         phase = (bc.status.phase if bc.status else None) or "NotReady"
         if phase != "Ready":
-            return f"BackupConfiguration {invoker} is {phase}"
+            why = "; ".join(not_ready_reasons(bc.model_dump(by_alias=True, exclude_none=True).get("status") or {}))
+            return f"BackupConfiguration {invoker} is {phase}" + (why and f": {why}")
         mine = (bs.metadata.creation_timestamp or "", bs.metadata.name or "")
         for other in self.sessions.list(bs.metadata.namespace):
             meta = other["metadata"]

@@ -123,7 +123,12 @@ class BackupStorageReconciler:
         if secret is not False:
             backend = await self._initialize(storage, secret if isinstance(secret, Mapping) else None, conditions)
         if backend is not None:
-            await self._resync(storage, backend)
+            try:
+                await self._resync(storage, backend)
+            except BackendError as exc:  # the backend went away between the check and the listing
+                set_condition(
+                    conditions, cond.BACKEND_INITIALIZED, "False", "BackendInitializationFailed", _failure(exc)
+                )
         repos = self._repositories(storage)
         status.update(
             conditions=conditions,
@@ -192,7 +197,7 @@ class BackupStorageReconciler:
                 cond.BACKEND_INITIALIZED,
                 "False",
                 "BackendInitializationFailed",
-                f"{exc.reason}: {exc.message}",
+                _failure(exc),
             )
             return None
         set_condition(
@@ -302,3 +307,7 @@ class BackupStorageReconciler:
                     self.events, data, "Normal", "WipedOut", f"deleted {removed} objects from {backend.description}"
                 )
         await release_finalizer(self.client, "BackupStorage", data)
+
+
+def _failure(exc: BackendError) -> str:
+    return f"{exc.reason}: {exc.message}"
