@@ -99,12 +99,15 @@ def restic_repo(request: pytest.FixtureRequest, source: Path, tmp_path_factory: 
     return ResticRepo(path, version, ids)
 
 
-@pytest.fixture(params=["threads", "processes"])
+@pytest.fixture(params=["threads", "processes", "batches"])
 def restore_in(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Restore in threads (as from an object store, or a small restore) or in worker processes (a large one
-    from a local repository): the threshold moved so that this small tree takes either path."""
+    from a local repository): the threshold moved so that this small tree takes either path. ``batches``: every
+    file is a batch of its own (as every 256 MiB of a large restore), two being written while the walk goes on."""
     minimum = 1 << 62 if request.param == "threads" else 0
     monkeypatch.setattr("kubestash.engine.native.restore.PROCESS_MIN_BYTES", minimum)
+    if request.param == "batches":
+        monkeypatch.setattr("kubestash.engine.native.restore.BATCH_BYTES", 1)
     return str(request.param)
 
 
