@@ -11,7 +11,8 @@ The command line leaves through :func:`leave`, without the interpreter's finaliz
 hand results to asyncio with ``call_soon_threadsafe``, and one may still be inside that call (writing the
 wake-up byte, the GIL released) when the command's last ``await`` has its result. Python 3.11 ends a thread
 that asks for the GIL during finalization with ``pthread_exit``, which aborts a Rust thread: about one
-``repo init`` on Azure in twenty exited with SIGABRT after succeeding.
+``repo init`` on Azure in twenty exited with SIGABRT after succeeding. Task processes (``python -m
+kubestash.cli.task``) leave the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import click
 
 
@@ -36,20 +39,29 @@ class Entry:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs:
             return group()(*args, **kwargs)
-        try:
-            if sys.argv[1:2] == ["trigger"]:
-                from kubestash.cli.triggering import fast_main
+        run_and_leave(self._console)
 
-                code = fast_main(sys.argv[2:])
-                if code is not None:
-                    sys.exit(code)
-            group()()
-        except SystemExit as done:
-            leave(done.code)
-        leave(0)
+    @staticmethod
+    def _console() -> None:
+        if sys.argv[1:2] == ["trigger"]:
+            from kubestash.cli.triggering import fast_main
+
+            code = fast_main(sys.argv[2:])
+            if code is not None:
+                sys.exit(code)
+        group()()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(group(), name)
+
+
+def run_and_leave(command: Callable[[], object]) -> NoReturn:
+    """Run a command line's body (a click command in standalone mode) and :func:`leave` with its status."""
+    try:
+        command()
+    except SystemExit as done:
+        leave(done.code)
+    leave(0)
 
 
 def leave(code: object) -> NoReturn:

@@ -175,4 +175,6 @@ def warm(kubeconfig: Path | None) -> None:
 
 
 if __name__ == "__main__":
-    task()
+    from kubestash.cli.main import run_and_leave
+
+    run_and_leave(task)
