@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -342,6 +343,8 @@ def test_unreachable_endpoint(env: Env) -> None:
         err = fails(op())
         assert err.reason == "Unreachable", err.message
         env.assert_clean(err)
+    # google-cloud-storage's own bucket-metadata fetch would go on retrying the dead endpoint for two minutes.
+    assert [t.name for t in threading.enumerate() if "_fetch_background" in t.name] == []
 
 
 def test_unresolvable_host_is_unreachable() -> None:

@@ -201,6 +201,10 @@ def _client(credentials: Credentials | None, project: str | None, endpoint: str 
         client = storage.Client(project=project or "<none>", credentials=credentials, client_options=options)
     except auth_errors.DefaultCredentialsError as e:
         raise BackendError("InvalidCredentials", f"no Google credentials: {_first_line(str(e))}") from None
+    # google-cloud-storage 3.x fetches each bucket's metadata once more, in a thread of its own retrying for two
+    # minutes, only to label tracing spans: one more GET per bucket, and a thread that outlives the backend when
+    # the endpoint is gone. Without this cache it does neither.
+    client._bucket_metadata_cache = None
     adapter = requests.adapters.HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
     client._http.mount("https://", adapter)
     client._http.mount("http://", adapter)
