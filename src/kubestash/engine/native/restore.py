@@ -294,13 +294,13 @@ async def _restore_batch(
         remaining[path] = offset
     empty = {path for path, size in remaining.items() if size == 0}
     await asyncio.to_thread(_create_entries, plan, batch, specials, as_root, empty)
-    sizes = dict(remaining)
     progress.total_files += len(batch)
     progress.total_bytes += total
-    progress.files_done += sum(1 for n in remaining.values() if n == 0)
+    progress.files_done += len(empty)
     if on_progress is not None:
         on_progress(progress)
 
+    # ``written`` counts ``remaining`` down as packs are done: the writers get copies taken before any is.
     def written(done: list[tuple[str, int]]) -> None:
         for path, size in done:
             left = remaining[path] = remaining[path] - size
@@ -310,7 +310,7 @@ async def _restore_batch(
             on_progress(progress)
 
     if isinstance(repo.store, LocalStore) and fork_available() and total >= PROCESS_MIN_BYTES and len(writes) > 1:
-        handler = _ProcessWrites(repo.key, repo.store.root, batch, sizes, as_root)
+        handler = _ProcessWrites(repo.key, repo.store.root, batch, dict(remaining), as_root)
         return _write_in_processes(handler, writes, written)
     return _write_in_threads(repo, batch, as_root, writes, written, _Files(dict(remaining)))
 
