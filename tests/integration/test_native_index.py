@@ -74,7 +74,7 @@ def snapshot_of(tree: Path, repo: Path, monkeypatch: pytest.MonkeyPatch, **optio
 def everything(index: MemoryIndex | DiskIndex) -> dict[str, Any]:
     """What a reader of the index can learn from it, comparable between the two forms."""
     return {
-        "entries": dict(index.items()) if isinstance(index, MemoryIndex) else {e.blob.id: e for e in index.values()},
+        "entries": {e.blob.id: e for e in index.values()},
         "files": index.files,
         "packs": {pack: sorted(index.blobs_in(pack)) for pack in index.pack_ids()},
         "length": len(index),

@@ -174,9 +174,11 @@ class NativeRepository:
 
     async def refresh(self, names: set[str] | None = None) -> None:
         """Catch up with the index files written or removed since the index was loaded (by anyone); ``names``:
-        the index files, if just listed. In memory, a removed file (a prune rewrote the index) means loading
-        all again, and the index changes at once after the reads, so a concurrent lookup never sees it half
-        loaded. On disk, files are parsed one at a time (one parsed index file in memory, not all), each
+        the index files, if just listed. Files are parsed one at a time (one parsed index file in memory, not
+        all: ``bench/index.py``, 200k blobs in memory, peak RSS 213 → 129 MiB with compact rows), and added
+        as they are parsed (a lookup meanwhile may find some new blobs: they are all in the repository). In
+        memory, a removed file (a prune rewrote the index) means loading all again, into a new index that
+        replaces the old once complete, so a lookup never finds the index half loaded. On disk, each file is
         added in one transaction, and removed files are forgotten after the new ones are in."""
         if names is None:
             names = set(await self.store.list("index"))
@@ -188,13 +190,14 @@ class NativeRepository:
             await self._add_index_files(index, sorted(names - known))
             index.forget_files(gone)
             return
-        new = sorted(names if gone else names - known)
-        docs = await self._load_all("index", new)
-        index.forget_files(gone)  # in memory that forgets every file: all of them are added again
-        for name, doc in zip(new, docs, strict=True):
-            index.add_file(name, index_entries(doc))
+        if gone:  # in memory, forgetting a file forgets all: the index is loaded again, aside, then swapped in
+            staged = MemoryIndex()
+            await self._add_index_files(staged, sorted(names))
+            self.index = staged
+        else:
+            await self._add_index_files(index, sorted(names - known))
 
-    async def _add_index_files(self, index: DiskIndex, names: list[str]) -> None:
+    async def _add_index_files(self, index: BlobIndex, names: list[str]) -> None:
         limit, parsing = asyncio.Semaphore(_READ_CONCURRENCY), asyncio.Lock()
 
         def add(name: str, data: bytes) -> None:

@@ -9,10 +9,10 @@ Content is read pack by pack, not file by file: every data blob the restore need
 holds it, each pack is read once as a few ranged reads (neighbouring blobs merged into one span of at most
 :data:`MAX_SPAN` bytes), and its blobs are decrypted, decompressed, verified against their ids and written
 (``pwrite``) into every file position that uses them. From a local repository a large restore does this in
-two forked worker processes, a pack per message (:data:`PROCESS_MIN_BYTES`); otherwise a bounded number of
-packs is in flight at once in threads (OpenSSL, zstd and hashlib release the GIL on large buffers). Any blob that fails
-authentication or its hash raises :class:`~kubestash.engine.native.pack.IntegrityError` naming the blob and
-the pack.
+two forked worker processes, a pack per message (:data:`PROCESS_MIN_BYTES`, :class:`_Processes`); otherwise a
+bounded number of packs is in flight at once in threads (OpenSSL, zstd and hashlib release the GIL on large
+buffers). Any blob that fails authentication or its hash raises
+:class:`~kubestash.engine.native.pack.IntegrityError` naming the blob and the pack.
 
 Speed and memory (see ``bench/engine.py``): a file with content is created (``O_TRUNC``) by its first write,
 not in a serial pass before any data moves (creating thousands of files up front stalled on the file
@@ -21,12 +21,11 @@ system's journal), and its descriptor stays open until its last byte is written 
 the span it was read with (no per-blob copy), decompressed into one buffer of its known size, hashed, and
 written from there. Worker processes cannot agree on who truncates a file, so they create files exclusively
 (``O_EXCL``) and open existing ones as they are; the ones that existed before are cut to their size at the end.
-The walk keeps paths as strings and files' nodes as their JSON; each worker then parses and applies the metadata
-of its share of the files (1 GiB bench set, 20k files: walk 0.44 → 0.22 s, the serial 0.25 s of metadata gone
-into the workers; whole restore 3.5 → 2.8 s). Data starts moving before the walk ends: every
-:data:`BATCH_BYTES` of content the walk hands a batch to its own worker processes and goes on (1 GiB bench
-set, cold cache: the 0.35 s walk and 0.1 s of planning had run before any write; alternating A/B, restore 4.6 →
-4.1 s on average).
+The walk keeps paths as strings and of each file only its metadata (:class:`NodeMetadata`) and blob ids, not
+its JSON node; the workers apply the metadata of their share of each batch's files. Data starts moving before
+the walk ends: every :data:`BATCH_BYTES` of content the walk hands a batch to the workers and goes on (1 GiB
+bench set, cold cache: the 0.35 s walk and 0.1 s of planning had run before any write; alternating A/B,
+restore 4.6 → 4.1 s on average).
 
 Include/exclude patterns are a subset of restic's (``internal/filter``): a pattern is split at ``/`` and
 matched component by component with :func:`fnmatch.fnmatchcase` (``*``, ``?``, ``[...]`` never cross a
@@ -63,7 +62,14 @@ from kubestash.engine.native.crypto import Key
 from kubestash.engine.native.pack import IntegrityError, PackedBlob, decode_blob
 from kubestash.engine.native.repository import Item, NativeRepository
 from kubestash.engine.native.store import LocalStore, StoreError, path_of
-from kubestash.engine.native.tree import Node, go_unquote, node_from_json, unix_mode
+from kubestash.engine.native.tree import (
+    Node,
+    NodeMetadata,
+    go_unquote,
+    metadata_from_json,
+    node_from_json,
+    unix_mode,
+)
 from kubestash.engine.native.workers import WorkerProcesses, fork_available, tune_malloc
 
 log = logging.getLogger(__name__)
@@ -73,21 +79,24 @@ PACK_CONCURRENCY = 3
 other threads wait on the file system (creating a file can wait on its journal)."""
 SPAN_GAP = 1 << 20
 """Blobs of one pack closer than this are fetched in one ranged read (the gap is read and discarded)."""
-MAX_SPAN = 4 << 20
-"""A ranged read grows by whole blobs up to this many bytes (one larger blob is read on its own)."""
+MAX_SPAN = 1 << 20
+"""A ranged read grows by whole blobs up to this many bytes (one larger blob is read on its own): each worker
+holds one span and a decoded blob at a time (1 GiB bench set: 4 MiB spans, restore tree PSS 121 MiB; 1 MiB, 112
+MiB and no slower)."""
 MAX_OPEN_FILES = 256
 PROCESS_MIN_BYTES = 32 << 20
-"""A restore from a local repository with at least this much content decodes and writes in worker processes
-(:data:`RESTORE_PROCESSES`, forked): in threads, the GIL hand-offs between them cost more than a core's worth
-of the decode-and-write loop (futex wake-ups were ~13 % of a 1 GiB restore's samples)."""
+"""A restore from a local repository decodes and writes in worker processes (:data:`RESTORE_PROCESSES`,
+forked) from the first batch with this much content on: in threads, the GIL hand-offs between them cost more
+than a core's worth of the decode-and-write loop (futex wake-ups were ~13 % of a 1 GiB restore's samples)."""
 RESTORE_PROCESSES = 2
-BATCH_FILES = 50_000
-"""Files restored per batch of the walk: what the restore holds in memory (~1.5 KiB each, with their JSON
-nodes and write plans) whatever the snapshot's size; a pack needed by two batches is read twice, partly."""
+BATCH_FILES = 8192
+"""Files restored per batch of the walk: what the restore holds in memory (~0.6 KiB each with their metadata
+and write plans) whatever the snapshot's size; a pack needed by two batches is read twice, partly. (1 GiB
+bench set, 20k small files: 50k a batch, restore tree PSS 108 MiB; 8192, 103 MiB, and no slower.)"""
 BATCH_BYTES = 256 << 20
 """... or this much file content: a batch's data starts moving while the walk goes on finding the next."""
 BATCHES_IN_FLIGHT = 2
-"""Batches being written while the walk goes on (each in its own pair of worker processes)."""
+"""Batches planned and being written while the walk goes on (their packs queue for the same workers)."""
 
 # ---------------------------------------------------------------- tree nodes
 
@@ -105,10 +114,6 @@ def subtree_of(node: Node) -> str:
     if not node.subtree:
         raise IntegrityError(f"directory node {node.name!r} has no subtree")
     return node.subtree
-
-
-def _times_ns(node: Node) -> tuple[int, int]:
-    return node.atime.unix_ns, node.mtime.unix_ns
 
 
 # ---------------------------------------------------------------- include / exclude
@@ -175,13 +180,22 @@ class PathFilter:
 # ---------------------------------------------------------------- restore
 
 
+class _File(NamedTuple):
+    """A file to restore: only what writing it and its metadata needs (the JSON node it came from is dropped:
+    kept for a batch of small files it was most of the restore's memory, and every forked worker that touched
+    it copied the pages it sat in)."""
+
+    path: str
+    meta: NodeMetadata
+    content: list[str]
+
+
 @dataclass
 class _Plan:
-    """What to create, by path (plain strings: ``pathlib`` cost the walk of 20k files as much as the rest).
-    Files keep their node's JSON, parsed only when their metadata is applied (in the workers, after the data)."""
+    """What to create, by path (plain strings: ``pathlib`` cost the walk of 20k files as much as the rest)."""
 
     dirs: list[tuple[str, Node]] = field(default_factory=list)
-    files: list[tuple[str, Item]] = field(default_factory=list)
+    files: list[_File] = field(default_factory=list)
     specials: list[tuple[str, Node]] = field(default_factory=list)
     """Symbolic links, FIFOs and device nodes: created with their metadata before any data moves."""
     hardlinks: list[tuple[str, str]] = field(default_factory=list)
@@ -239,6 +253,9 @@ async def restore(
     as_root = os.geteuid() == 0
     progress = RestoreProgress()
     await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
+    processes = None
+    if isinstance(repo.store, LocalStore) and fork_available():
+        processes = _Processes(repo.key, repo.store.root, as_root)
 
     running: list[asyncio.Task[None]] = []
 
@@ -246,7 +263,7 @@ async def restore(
         files, specials = plan.files, plan.specials
         plan.files, plan.specials, plan.batch_bytes = [], [], 0
         plan.restored += len(files)
-        write = await _restore_batch(repo, plan, files, specials, as_root, progress, on_progress)
+        write = await _restore_batch(repo, plan, files, specials, as_root, progress, on_progress, processes)
         running.append(asyncio.create_task(write))
         while len(running) >= BATCHES_IN_FLIGHT or any(task.done() for task in running):
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -259,10 +276,16 @@ async def restore(
         progress.walked = True
         await flush()
         await asyncio.gather(*running)
+    except BaseException:
+        if processes is not None:
+            processes.terminate()
+        raise
     finally:
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        if processes is not None:
+            await processes.close()
     await asyncio.to_thread(_finish_tree, plan, as_root)
     return plan.restored + len(plan.hardlinks), progress.bytes_done
 
@@ -270,11 +293,12 @@ async def restore(
 async def _restore_batch(
     repo: NativeRepository,
     plan: _Plan,
-    batch: list[tuple[str, Item]],
+    batch: list[_File],
     specials: list[tuple[str, Node]],
     as_root: bool,
     progress: RestoreProgress,
     on_progress: Callable[[RestoreProgress], None] | None,
+    processes: _Processes | None,
 ) -> Coroutine[Any, Any, None]:
     """Create a batch's directories, empty files, symlinks and special files; what fills and finishes its
     files, to run while the walk goes on."""
@@ -282,9 +306,9 @@ async def _restore_batch(
     total = 0
     remaining: dict[str, int] = {}
     index = repo.index
-    for path, item in batch:
+    for path, _, content in batch:
         offset = 0
-        for blob_id in item.get("content") or ():
+        for blob_id in content:
             entry = index.get(blob_id) or repo.lookup(str(blob_id))
             if entry.blob.type != "data":
                 raise IntegrityError(f"{path}: content blob {blob_id} is a {entry.blob.type} blob")
@@ -294,6 +318,7 @@ async def _restore_batch(
         remaining[path] = offset
     empty = {path for path, size in remaining.items() if size == 0}
     await asyncio.to_thread(_create_entries, plan, batch, specials, as_root, empty)
+    metas = [(path, meta) for path, meta, _ in batch]
     progress.total_files += len(batch)
     progress.total_bytes += total
     progress.files_done += len(empty)
@@ -309,15 +334,14 @@ async def _restore_batch(
         if on_progress is not None:
             on_progress(progress)
 
-    if isinstance(repo.store, LocalStore) and fork_available() and total >= PROCESS_MIN_BYTES and len(writes) > 1:
-        handler = _ProcessWrites(repo.key, repo.store.root, batch, dict(remaining), as_root)
-        return _write_in_processes(handler, writes, written)
-    return _write_in_threads(repo, batch, as_root, writes, written, _Files(dict(remaining)))
+    if processes is not None and (processes.started or total >= PROCESS_MIN_BYTES):
+        return _write_in_processes(processes.get(), metas, dict(remaining), writes, written)
+    return _write_in_threads(repo, metas, as_root, writes, written, _Files(dict(remaining)))
 
 
 async def _write_in_threads(
     repo: NativeRepository,
-    batch: list[tuple[str, Item]],
+    batch: list[tuple[str, NodeMetadata]],
     as_root: bool,
     writes: dict[str, dict[PackedBlob, list[_Write]]],
     written: Callable[[list[tuple[str, int]]], None],
@@ -339,7 +363,7 @@ async def _write_in_threads(
         await asyncio.gather(*tasks, return_exceptions=True)
         files.close()
         executor.shutdown(wait=False, cancel_futures=True)
-    await asyncio.to_thread(_finish_files, batch, as_root, set(), {})
+    await asyncio.to_thread(_finish_files, batch, as_root, {})
 
 
 async def _walk(
@@ -375,7 +399,7 @@ async def _walk(
                 if same != path:
                     plan.hardlinks.append((path, same))
                     continue
-            plan.files.append((path, item))
+            plan.files.append(_File(path, _metadata(item, path), content or []))
             size = item.get("size")
             plan.batch_bytes += size if isinstance(size, int) else 0
             if len(plan.files) >= batch_files or plan.batch_bytes >= BATCH_BYTES:
@@ -396,8 +420,15 @@ def _parsed(item: Item, where: str) -> Node:
         raise IntegrityError(f"{where}: not a valid tree node: {exc}") from None
 
 
+def _metadata(item: Item, where: str) -> NodeMetadata:
+    try:
+        return metadata_from_json(item)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError(f"{where}: not a valid tree node: {exc}") from None
+
+
 def _create_entries(
-    plan: _Plan, files: list[tuple[str, Item]], specials: list[tuple[str, Node]], as_root: bool, empty: set[str]
+    plan: _Plan, files: list[_File], specials: list[tuple[str, Node]], as_root: bool, empty: set[str]
 ) -> None:
     """Directories, the ``empty`` files (no content to write: nothing else creates them), symlinks and special
     files."""
@@ -406,7 +437,7 @@ def _create_entries(
         os.makedirs(path, mode=0o700, exist_ok=True)
         made.add(path)
     plan.dirs_created = len(plan.dirs)
-    for path, _ in files:
+    for path, _, _ in files:
         parent = os.path.dirname(path)
         if parent not in made:
             os.makedirs(parent, mode=0o700, exist_ok=True)
@@ -421,8 +452,9 @@ def _create_entries(
             os.symlink(node.linktarget, path)
             if as_root:
                 os.lchown(path, node.uid, node.gid)
-            _set_xattrs(path, node)
-            os.utime(path, ns=_times_ns(node), follow_symlinks=False)
+            meta = NodeMetadata.of(node)
+            _set_xattrs(path, meta)
+            os.utime(path, ns=meta.times_ns, follow_symlinks=False)
             continue
         if node.type == "fifo":
             os.mkfifo(path, 0o600)
@@ -431,7 +463,7 @@ def _create_entries(
         else:
             log.warning("not restoring device node %s: creating one needs root", path)
             continue
-        _apply(path, node, as_root)
+        _apply(path, NodeMetadata.of(node), as_root)
 
 
 class _Files:
@@ -558,14 +590,14 @@ def _decode_and_write(
 
 
 async def _write_in_processes(
-    handler: _ProcessWrites,
+    procs: WorkerProcesses,
+    batch: list[tuple[str, NodeMetadata]],
+    sizes: dict[str, int],
     writes: dict[str, dict[PackedBlob, list[_Write]]],
     written: Callable[[list[tuple[str, int]]], None],
 ) -> None:
-    """Decode and write every pack's blobs in :data:`RESTORE_PROCESSES` forked processes, a pack per message;
-    then each process applies the metadata of its share of the files (their JSON parsed there, in parallel:
-    in the parent this was a serial quarter second for 20k files)."""
-    procs = WorkerProcesses(RESTORE_PROCESSES, handler.handle, name="native-restore")
+    """Decode and write a batch's packs in the worker processes, a pack per message; then each worker applies
+    the metadata of its share of the batch's files."""
     existed: set[str] = set()
 
     async def one_pack(pack_id: str, blobs: dict[PackedBlob, list[_Write]]) -> None:
@@ -573,41 +605,71 @@ async def _write_in_processes(
         existed.update(found)
         written(done)
 
+    def finish(files: list[tuple[str, NodeMetadata]]) -> Callable[[int], tuple[Any, ...]]:
+        message = ("finish", files, {path: sizes[path] for path, _ in files if path in existed})
+        return lambda _worker: message
+
     tasks = [asyncio.create_task(one_pack(pack_id, blobs)) for pack_id, blobs in writes.items()]
     try:
         await asyncio.gather(*tasks)
-        count = len(procs)
-        tasks = [asyncio.create_task(procs.call(lambda w: ("finish", w, count, existed))) for _ in range(count)]
+        share = max(1, -(-len(batch) // len(procs)))
+        shares = [batch[at : at + share] for at in range(0, len(batch), share)]
+        tasks = [asyncio.create_task(procs.call(finish(part))) for part in shares]
         await asyncio.gather(*tasks)
-    except BaseException:
-        procs.terminate()
-        procs.wake_waiters()
+    finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    await procs.close()
+
+
+class _Processes:
+    """A local restore's worker processes: forked by the first batch with :data:`PROCESS_MIN_BYTES` of content and
+    kept for the batches after it, which send them their files' metadata (pickled) when their data is in.
+
+    Forked once, they share with the parent only the pages it had then. A pair forked per batch inherited its
+    batch for free, but kept the whole parent heap of that moment while the parent went on changing its own copy:
+    with two batches in flight, three copies (1 GiB bench set: tree PSS 164 MiB, restic's 106)."""
+
+    def __init__(self, key: Key, root: Path, as_root: bool) -> None:
+        self.handler = _ProcessWrites(key, root, as_root)
+        self.procs: WorkerProcesses | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.procs is not None
+
+    def get(self) -> WorkerProcesses:
+        if self.procs is None:
+            self.procs = WorkerProcesses(RESTORE_PROCESSES, self.handler.handle, name="native-restore")
+        return self.procs
+
+    def terminate(self) -> None:
+        if self.procs is not None:
+            self.procs.terminate()
+            self.procs.wake_waiters()
+            self.procs = None
+
+    async def close(self) -> None:
+        if self.procs is not None:
+            procs, self.procs = self.procs, None
+            await procs.close()
 
 
 class _ProcessWrites:
     """A restore worker process's job: read a pack's wanted spans from the local repository, decode each blob
     and write it wherever it goes. Files are opened without ``O_TRUNC`` (another process may be writing the
     same file); one that existed already is reported, and cut to its size before its metadata is applied
-    (``finish``: worker ``w`` of ``n`` takes every ``n``-th file of the plan it inherited from the parent)."""
+    (``finish``, with the files of a batch whose data is in)."""
 
-    def __init__(
-        self, key: Key, root: Path, files: list[tuple[str, Item]], sizes: dict[str, int], as_root: bool
-    ) -> None:
+    def __init__(self, key: Key, root: Path, as_root: bool) -> None:
         self.key = key
         self.root = root
-        self.files = files
-        self.sizes = sizes
         self.as_root = as_root
 
     def handle(self, message: tuple[Any, ...]) -> tuple[list[tuple[str, int]], list[str]]:
         if message[0] == "finish":
-            _, worker, count, existed = message
-            _finish_files(self.files[worker::count], self.as_root, existed, self.sizes)
+            _, files, sizes = message
+            _finish_files(files, self.as_root, sizes)
             return [], []
         _, pack_id, blobs = message
         done: list[tuple[str, int]] = []
@@ -671,12 +733,14 @@ def _pwrite(fd: int, data: bytes, offset: int) -> None:
             done += os.pwrite(fd, view[done:], offset + done)
 
 
-def _finish_files(files: list[tuple[str, Item]], as_root: bool, existed: set[str], sizes: dict[str, int]) -> None:
-    """Mode, owner and times of ``files``, the ``existed`` ones first cut to their size (which sets mtime)."""
-    for path, item in files:
-        if path in existed:
-            os.truncate(path, sizes[path])
-        _apply(path, _parsed(item, path), as_root)
+def _finish_files(files: list[tuple[str, NodeMetadata]], as_root: bool, existed: dict[str, int]) -> None:
+    """Mode, owner and times of ``files``, the ones that ``existed`` before first cut to their size (which sets
+    mtime)."""
+    for path, meta in files:
+        size = existed.get(path)
+        if size is not None:
+            os.truncate(path, size)
+        _apply(path, meta, as_root)
 
 
 def _finish_tree(plan: _Plan, as_root: bool) -> None:
@@ -686,7 +750,7 @@ def _finish_tree(plan: _Plan, as_root: bool) -> None:
         _make_room(path)
         os.link(same, path)
     for path, node in sorted(plan.dirs, key=lambda item: item[0].count("/"), reverse=True):
-        _apply(path, node, as_root)
+        _apply(path, NodeMetadata.of(node), as_root)
 
 
 def _make_room(path: str) -> None:
@@ -695,16 +759,16 @@ def _make_room(path: str) -> None:
         os.unlink(path)
 
 
-def _apply(path: str, node: Node, as_root: bool) -> None:
+def _apply(path: str, meta: NodeMetadata, as_root: bool) -> None:
     if as_root:
-        os.chown(path, node.uid, node.gid)
-    _set_xattrs(path, node)
-    os.chmod(path, unix_mode(node.mode))
-    os.utime(path, ns=_times_ns(node))
+        os.chown(path, meta.uid, meta.gid)
+    _set_xattrs(path, meta)
+    os.chmod(path, unix_mode(meta.mode))
+    os.utime(path, ns=meta.times_ns)
 
 
-def _set_xattrs(path: str, node: Node) -> None:
-    for attr in node.extended_attributes:
+def _set_xattrs(path: str, meta: NodeMetadata) -> None:
+    for attr in meta.extended_attributes:
         try:
             os.setxattr(path, attr.name, attr.value, follow_symlinks=False)
         except OSError as e:

@@ -57,7 +57,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 # Go's os.FileMode type bits.
 MODE_DIR = 1 << 31
@@ -570,12 +570,7 @@ def _loads(data: bytes) -> Any:
 def node_from_json(item: Mapping[str, Any]) -> Node:
     get = item.get
     content = get("content")
-    raw_attrs = get("extended_attributes")
-    attrs = (
-        tuple(ExtendedAttribute(str(a["name"]), base64.b64decode(a.get("value") or "")) for a in raw_attrs)
-        if raw_attrs
-        else ()
-    )
+    attrs = _extended_attributes(get("extended_attributes"))
     mtime_text, atime_text = get("mtime"), get("atime")
     mtime = _time(mtime_text)
     subtree = get("subtree")
@@ -605,6 +600,38 @@ def node_from_json(item: Mapping[str, Any]) -> Node:
         error=str(get("error") or ""),
     )
     return node
+
+
+class NodeMetadata(NamedTuple):
+    """What restoring a node's metadata sets (see :func:`metadata_from_json`)."""
+
+    mode: int
+    uid: int
+    gid: int
+    times_ns: tuple[int, int]
+    """(atime, mtime) in nanoseconds since the epoch, as ``os.utime(ns=...)`` takes them."""
+    extended_attributes: tuple[ExtendedAttribute, ...]
+
+    @classmethod
+    def of(cls, node: Node) -> NodeMetadata:
+        return cls(node.mode, node.uid, node.gid, (node.atime.unix_ns, node.mtime.unix_ns), node.extended_attributes)
+
+
+def metadata_from_json(item: Mapping[str, Any]) -> NodeMetadata:
+    """A node's metadata straight from its JSON, as :func:`node_from_json` reads it, without touching the rest
+    (a restore's forked workers read it from items their parent parsed: every object touched is a page copied)."""
+    get = item.get
+    mtime_text, atime_text = get("mtime"), get("atime")
+    mtime = _time(mtime_text).unix_ns
+    atime = mtime if atime_text == mtime_text else _time(atime_text).unix_ns
+    attrs = _extended_attributes(get("extended_attributes"))
+    return NodeMetadata(int(get("mode") or 0), int(get("uid") or 0), int(get("gid") or 0), (atime, mtime), attrs)
+
+
+def _extended_attributes(raw: Any) -> tuple[ExtendedAttribute, ...]:
+    if not raw:
+        return ()
+    return tuple(ExtendedAttribute(str(a["name"]), base64.b64decode(a.get("value") or "")) for a in raw)
 
 
 def _time(value: Any) -> GoTime:
