@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import threading
+from collections.abc import Iterable
 from typing import Literal, NamedTuple
 
 import zstandard
@@ -95,6 +96,21 @@ def parse_header(key: Key, encrypted_header: bytes, pack_id: str = "?") -> list[
         offset += length
         pos += size
     return blobs
+
+
+def read_runs(blobs: Iterable[PackedBlob], max_bytes: int, max_gap: int = 0) -> list[list[PackedBlob]]:
+    """``blobs`` in pack order, grouped into runs to read with one ranged read each: a run spans at most
+    ``max_bytes`` (unless one blob is larger) and skips at most ``max_gap`` bytes between two of its blobs."""
+    runs: list[list[PackedBlob]] = []
+    for blob in sorted(blobs, key=lambda b: b.offset):
+        if runs:
+            first, last = runs[-1][0], runs[-1][-1]
+            end = blob.offset + blob.length
+            if blob.offset - (last.offset + last.length) <= max_gap and end - first.offset <= max_bytes:
+                runs[-1].append(blob)
+                continue
+        runs.append([blob])
+    return runs
 
 
 def read_header(key: Key, pack: bytes, pack_id: str = "?") -> list[PackedBlob]:

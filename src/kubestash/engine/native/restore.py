@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from kubestash.engine.native.crypto import Key
-from kubestash.engine.native.pack import IntegrityError, PackedBlob, decode_blob
+from kubestash.engine.native.pack import IntegrityError, PackedBlob, decode_blob, read_runs
 from kubestash.engine.native.repository import Item, NativeRepository
 from kubestash.engine.native.store import LocalStore, StoreError, path_of
 from kubestash.engine.native.tree import (
@@ -535,21 +535,6 @@ class _Files:
         self.fds.clear()
 
 
-def _spans(blobs: list[PackedBlob]) -> list[list[PackedBlob]]:
-    """The blobs in pack order, grouped into runs read with one ranged read each (at most :data:`MAX_SPAN`
-    bytes, unless a single blob is larger)."""
-    runs: list[list[PackedBlob]] = []
-    for blob in sorted(blobs, key=lambda b: b.offset):
-        if runs:
-            first, last = runs[-1][0], runs[-1][-1]
-            end = blob.offset + blob.length
-            if blob.offset - (last.offset + last.length) <= SPAN_GAP and end - first.offset <= MAX_SPAN:
-                runs[-1].append(blob)
-                continue
-        runs.append([blob])
-    return runs
-
-
 async def _restore_from_pack(
     repo: NativeRepository,
     pack_id: str,
@@ -559,7 +544,7 @@ async def _restore_from_pack(
     executor: ThreadPoolExecutor,
 ) -> None:
     loop = asyncio.get_running_loop()
-    for run in _spans(list(blobs)):
+    for run in read_runs(blobs, MAX_SPAN, SPAN_GAP):
         start = run[0].offset
         end = run[-1].offset + run[-1].length
         data = await repo.store.get_range(path_of("data", pack_id), start, end - start)
@@ -676,7 +661,7 @@ class _ProcessWrites:
         files = _ExclusiveFiles()
         try:
             with self._open_pack(pack_id) as pack:
-                for run in _spans(list(blobs)):
+                for run in read_runs(blobs, MAX_SPAN, SPAN_GAP):
                     start = run[0].offset
                     data = self._read(pack, pack_id, start, run[-1].offset + run[-1].length - start)
                     done += _decode_and_write(self.key, pack_id, start, data, run, blobs, files)
