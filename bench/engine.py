@@ -20,7 +20,8 @@ reads trees from the repository). Throughput = dataset bytes / wall seconds. Rat
 native's time (above 1: native is faster); ``rss_ratio`` is native / restic peak RSS (GNU ``time``: the
 largest single process), ``tree_pss_ratio`` the same for the peak summed PSS of each engine's whole process
 tree, sampled every 50 ms (the native backup forks worker processes; PSS splits the pages they share with
-their parent instead of counting them twice). Both are in ``results``; the memory target applies to both.
+their parent instead of counting them twice). Both are in ``results`` (the largest over the backups, the
+restore and the check); the memory target applies to both.
 
 4. *restore*: each engine restores its own latest snapshot into an empty directory (``restic restore
    latest --target``, native :func:`~kubestash.engine.native.restore.restore`). Before each restore the
@@ -306,8 +307,8 @@ def main() -> None:
         checked = pair("check_read_data", size, r_check, n_check)
 
         incremental = min(steps["unchanged"]["ratio"], steps["changed_5pct"]["ratio"])
-        rss = max(s["rss_ratio"] for s in [*steps.values(), restored])
-        pss = max(s["tree_pss_ratio"] for s in [*steps.values(), restored])
+        rss = max(s["rss_ratio"] for s in [*steps.values(), restored, checked])
+        pss = max(s["tree_pss_ratio"] for s in [*steps.values(), restored, checked])
         report = {
             "bench": "engine",
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
