@@ -549,6 +549,12 @@ _INHERITED: list[sqlite3.Connection] = []
 """Connections a forked process inherited (see :meth:`DiskIndex._db`)."""
 
 
+def cache_errors() -> tuple[type[Exception], ...]:
+    """What making an index cache raises where it cannot be made (no writable directory, not even for a
+    temporary file; a file SQLite cannot use). Evaluated in an ``except`` clause: ``sqlite3`` loads only then."""
+    return (OSError, _sqlite().Error)
+
+
 def _sqlite() -> ModuleType:
     import sqlite3
 

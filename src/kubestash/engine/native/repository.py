@@ -26,6 +26,7 @@ from kubestash.engine.native.index import (
     DiskIndex,
     IndexEntry,
     MemoryIndex,
+    cache_errors,
     index_mode,
     memory_limit_bytes,
 )
@@ -346,7 +347,7 @@ def new_index(repository_id: str, key: Key, index_bytes: int) -> BlobIndex:
     if mode == "disk" or (mode == "auto" and index_bytes >= memory_limit_bytes()):
         try:
             return DiskIndex.for_repository(repository_id, key)
-        except Exception as e:  # nowhere to write even a temporary file (read-only file systems): in memory
+        except cache_errors() as e:  # nowhere to write even a temporary file (read-only file systems): in memory
             log.warning("index cache unavailable (%s): keeping the index in memory", e)
     return MemoryIndex()
 
