@@ -19,12 +19,16 @@ from kubestash.engine.native.tree import (
     ExtendedAttribute,
     GoTime,
     Node,
+    NodeMetadata,
     decode_tree,
+    encode_node,
     encode_tree,
     go_file_mode,
     go_json_string,
     go_quote,
     go_unquote,
+    metadata_from_json,
+    node_from_json,
     node_from_stat,
     unix_mode,
 )
@@ -245,6 +249,15 @@ def test_a_nodes_json_is_reused_only_when_it_is_what_encoding_gives(node: Node) 
     if node.name.isalnum() and node.user.isalnum() and node.group.isalnum() and not node.linktarget:
         plain = Node(node.name, "file", mode=0o644, mtime=node.mtime, atime=node.mtime, ctime=node.ctime, size=1)
         assert item_json(json.loads(encode_node(plain))) == encode_node(plain)
+
+
+@given(nodes)
+def test_a_nodes_metadata_reads_as_its_whole_node_does(node: Node) -> None:
+    """A restore keeps only each file's metadata (not its parsed node): read straight from the JSON, it must be
+    what the full node says (restic's atime-equals-mtime shortcut included)."""
+    item = json.loads(encode_node(node))
+    assert metadata_from_json(item) == NodeMetadata.of(node_from_json(item))
+    assert metadata_from_json(item).times_ns == (node.atime.unix_ns, node.mtime.unix_ns)
 
 
 @given(st.lists(nodes, max_size=6, unique_by=lambda n: n.name))
