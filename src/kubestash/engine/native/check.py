@@ -248,12 +248,13 @@ async def _read_pack(repo: NativeRepository, pack_id: str, size: int, indexed: s
     every byte hashed to the pack's name."""
     path = path_of("data", pack_id)
     errors: list[str] = []
+    header: list[PackedBlob] = []
     try:
         header = await _read_header(repo, pack_id, size)
     except IntegrityError as e:
         errors.append(str(e))
-        header = []
-    errors += _compare(pack_id, header, indexed) if header else []
+    else:
+        errors += _compare(pack_id, header, indexed)
     digest = hashlib.sha256()
     position = 0
     for run in read_runs(header, READ_SPAN):
@@ -277,6 +278,8 @@ async def _read_pack(repo: NativeRepository, pack_id: str, size: int, indexed: s
 async def _read_header(repo: NativeRepository, pack_id: str, size: int) -> list[PackedBlob]:
     """A pack's blobs from its header (two ranged reads of its tail: the header's length, then the header)."""
     path = path_of("data", pack_id)
+    if size < HEADER_LENGTH_SIZE:
+        raise IntegrityError(f"pack {pack_id}: {size} bytes, too short for a header")
     length = header_length(await repo.store.get_range(path, size - HEADER_LENGTH_SIZE, HEADER_LENGTH_SIZE))
     start = size - HEADER_LENGTH_SIZE - length
     if start < 0:
