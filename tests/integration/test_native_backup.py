@@ -271,6 +271,25 @@ def test_excludes(work: Path, source: Path) -> None:
     assert snap["excludes"] == ["*.tmp", f"{source}/sub/deeper", "many"]
 
 
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_reading_a_file_leaves_its_access_time_alone(tmp_path: Path, processes: bool) -> None:
+    """An atime older than the mtime is the case ``relatime`` updates on the next read; a backup must not (it
+    would change what the next snapshot records and dirty every inode it reads). Files the backup may not
+    open with ``O_NOATIME`` (another owner, no ``CAP_FOWNER``) are read anyway."""
+    tree = tmp_path / "src"
+    tree.mkdir()
+    for name in ("small.txt", "large.bin"):
+        path = tree / name
+        path.write_bytes(os.urandom(10 if name == "small.txt" else 5 * 1024 * 1024))
+        st = path.stat()
+        os.utime(path, ns=(st.st_mtime_ns - 3600 * 10**9, st.st_mtime_ns))
+    before = {p.name: p.stat().st_atime_ns for p in tree.iterdir()}
+    repo = native_init(tmp_path / "repo")
+    summary = run(backup(repo, [str(tree)], processes=processes, workers=2))
+    assert summary.files_new == 2
+    assert {p.name: p.stat().st_atime_ns for p in tree.iterdir()} == before
+
+
 def test_exclude_patterns() -> None:
     assert excluded("/a/b/c.tmp", ["*.tmp"])
     assert excluded("/a/b/c", ["b/c"]) and not excluded("/a/b/c", ["a/c"])

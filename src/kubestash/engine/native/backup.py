@@ -377,9 +377,11 @@ class _Shared:
         if self.on_read is not None:
             self.on_read(path)
         content: list[str] = []
-        with open(path, "rb", buffering=0) as f:
+        with io.FileIO(open_for_reading(path), "rb", closefd=True) as f:
             if size_hint < READ_WINDOW:  # the common case: one read of the whole file
-                data = f.read()
+                data = os.read(f.fileno(), size_hint + 1)
+                if len(data) != size_hint:  # changed since its lstat, or a short read: on, up to a window
+                    data += _read_full(f, READ_WINDOW - len(data))
                 if len(data) < READ_WINDOW:
                     for offset, length in boundaries(data):
                         self.store_chunk(data[offset : offset + length], content)
@@ -1066,6 +1068,23 @@ async def write_snapshot(
     snapshot_id = storage_id(data)
     await writable(repo.store).put(f"snapshots/{snapshot_id}", data)
     return snapshot_id
+
+
+def open_for_reading(path: str) -> int:
+    """A descriptor to read ``path`` from: not following a symbolic link that replaced the file since its
+    ``lstat``, and without updating its access time where the kernel allows it (the file's owner, or
+    ``CAP_FOWNER``): backing a file up should not change it, and an atime update dirties the inode (more
+    journal writes for every file read)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | _O_NOATIME)
+    except PermissionError:
+        if not _O_NOATIME:
+            raise
+        return os.open(path, flags)
+
+
+_O_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
 def _read_full(f: io.FileIO, size: int) -> bytes:
