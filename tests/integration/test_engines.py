@@ -401,6 +401,46 @@ def test_s3_round_trip(engine: Engine, moto: MotoServer, tmp_path: Path) -> None
     assert describe(restored_at(tmp_path / "out", tree)) == expected
 
 
+def test_native_reuses_an_open_object_store_repository(
+    moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On S3 as on a local path, the operation after a backup (its check) reuses the repository the backup
+    opened: no second open (no index file read again). A target with other credentials, same URL, is never
+    served the one opened with the first's."""
+    from kubestash.engine.native.repository import NativeRepository
+
+    moto.create_bucket("reuse-test")
+    storage = Backend.model_validate({"provider": "s3", "s3": {"endpoint": moto.endpoint, "bucket": "reuse-test"}})
+    secret = {"AWS_ACCESS_KEY_ID": b"testing-key-id", "AWS_SECRET_ACCESS_KEY": b"testing-secret-key-123"}
+    encryption = {"RESTIC_PASSWORD": PASSWORD.encode()}
+    target = repository_target(storage, secret, encryption, "demo/reuse", scratch_dir=tmp_path / "a")
+    rotated = {**secret, "AWS_SECRET_ACCESS_KEY": b"another-secret-key-456"}
+    other = repository_target(storage, rotated, encryption, "demo/reuse", scratch_dir=tmp_path / "b")
+    assert other.url == target.url
+    opened: list[object] = []
+    original = NativeRepository.open.__func__  # type: ignore[attr-defined]
+
+    async def counting(cls: type[NativeRepository], *args: Any, **kwargs: Any) -> NativeRepository:
+        opened.append(args[0])
+        return await original(cls, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(NativeRepository, "open", classmethod(counting))
+    engine = NativeEngine()
+    tree = make_tree(tmp_path / "src")
+
+    async def scenario() -> None:
+        await engine.init(target)
+        summary = await engine.backup(target, [tree])
+        before = len(opened)
+        assert (await engine.check(target, snapshots=[summary.snapshot_id])).ok
+        assert (await engine.snapshots(target))[0].id.startswith(summary.snapshot_id)
+        assert len(opened) == before
+        await engine.snapshots(other)
+        assert len(opened) == before + 1
+
+    run(scenario())
+
+
 def test_s3_invalid_credentials_and_unreachable(engine: Engine) -> None:
     secret = "s3-secret-key-0123456789"
     env = {"AWS_ACCESS_KEY_ID": "AKIDUNKNOWN", "AWS_SECRET_ACCESS_KEY": secret}

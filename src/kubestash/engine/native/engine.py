@@ -68,7 +68,7 @@ from kubestash.engine.native.repository import (
 from kubestash.engine.native.restore import RestoreProgress
 from kubestash.engine.native.restore import restore as native_restore
 from kubestash.engine.native.stdin import backup_stream
-from kubestash.engine.native.store import BackendStore, LocalStore, Store, StoreError, store_from_url
+from kubestash.engine.native.store import BackendStore, Store, StoreError, store_from_url
 from kubestash.engine.support import hidden, local_repo_lock, report, rooted, scrub
 
 OPEN_REPOSITORIES = 4
@@ -139,32 +139,40 @@ class NativeEngine:
         self._opened: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, OrderedDict[tuple[str, str], NativeRepository]
         ] = weakref.WeakKeyDictionary()
-        """Local repositories opened lately (per event loop), reused by the next operation: a backup's check
-        then loads no index file again and checks no tree the backup has just read (see ``vouched``)."""
+        """Repositories opened lately (per event loop), local or in an object store, reused by the next
+        operation on the same target (URL, password, credentials): a backup's check then loads no index file
+        again and checks no tree the backup has just read (see ``vouched``) -- on an object store, requests
+        saved."""
 
     # ------------------------------------------------------------ opening
 
     def _cache_key(self, target: RepositoryTarget) -> tuple[str, str]:
-        return target.url, hashlib.sha256(target.password.encode()).hexdigest()
+        """(URL, digest of everything that opens it: password, credentials, the BackupStorage's spec)."""
+        digest = hashlib.sha256(target.password.encode())
+        for name, value in sorted(target.env.items()):
+            digest.update(f"\0env\0{name}\0{value}".encode())
+        location = target.location
+        if location is not None:
+            digest.update(f"\0at\0{location.directory}\0{location.storage.model_dump_json()}".encode())
+            for name, data in sorted((location.secret or {}).items()):
+                digest.update(b"\0secret\0" + name.encode() + b"\0" + data)
+        return target.url, digest.hexdigest()
 
     async def _open(self, target: RepositoryTarget) -> NativeRepository:
-        """The repository, its master key derived from the password only the first time in this process; a
-        local one opened lately is reused once :meth:`NativeRepository.revalidate` says it may be."""
-        store = store_for(target)
+        """The repository, its master key derived from the password only the first time in this process; one
+        opened lately is reused once :meth:`NativeRepository.revalidate` says it may be."""
         cache_key = self._cache_key(target)
-        if not isinstance(store, LocalStore):
-            return await self._open_store(store, target, cache_key)
         opened = self._opened.setdefault(asyncio.get_running_loop(), OrderedDict())
         repo = opened.pop(cache_key, None)
         if repo is not None:
             try:
                 await repo.revalidate()
-            except (RepositoryError, StoreError, CryptoError, IntegrityError):
+            except (RepositoryError, StoreError, CryptoError, IntegrityError, BackendError):
                 repo = None
         if repo is None:
-            repo = await self._open_store(store, target, cache_key)
+            repo = await self._open_store(store_for(target), target, cache_key)
         opened[cache_key] = repo
-        while len(opened) > OPEN_REPOSITORIES:
+        while len(opened) > OPEN_REPOSITORIES:  # not closed: an operation may still use it (garbage collected)
             opened.popitem(last=False)
         return repo
 
