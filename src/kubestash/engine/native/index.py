@@ -117,6 +117,8 @@ class MemoryIndex:
     arrays), and an entry is built when it is looked up (~1 µs)."""
 
     def __init__(self) -> None:
+        self._adding = threading.Lock()
+        """Held while a file is added (two refreshes in threads must not both add one file); lookups never wait."""
         self._reset()
 
     def _reset(self) -> None:
@@ -135,8 +137,12 @@ class MemoryIndex:
         self._pack_rows: list[array[int]] = []
 
     def add_file(self, name: str, entries: Iterable[IndexEntry]) -> None:
-        if name in self.files:
-            return
+        with self._adding:
+            if name not in self.files:
+                self._add(entries)
+                self.files.add(name)
+
+    def _add(self, entries: Iterable[IndexEntry]) -> None:
         first, ids, packs = self._first, self._ids, self._packs
         for pack_id, blob in entries:
             row = len(ids)
@@ -154,13 +160,13 @@ class MemoryIndex:
             self._ulength.append(-1 if blob.uncompressed_length is None else blob.uncompressed_length)
             self._pack_rows[number].append(row)
             first.setdefault(blob.id, row)  # last: a lookup in another thread finds the row only once it is whole
-        self.files.add(name)
 
     def forget_files(self, names: Collection[str]) -> None:
         """Entries do not remember their file: forgetting any file forgets everything (callers add back what
         they still have, see :meth:`NativeRepository.refresh`)."""
-        if self.files & set(names):
-            self._reset()
+        with self._adding:
+            if self.files & set(names):
+                self._reset()
 
     def _entry(self, row: int) -> IndexEntry:
         ulength: int | None = self._ulength[row]

@@ -618,8 +618,8 @@ class NodeMetadata(NamedTuple):
 
 
 def metadata_from_json(item: Mapping[str, Any]) -> NodeMetadata:
-    """A node's metadata straight from its JSON, as :func:`node_from_json` reads it, without touching the rest
-    (a restore's forked workers read it from items their parent parsed: every object touched is a page copied)."""
+    """A node's metadata straight from its JSON, as :func:`node_from_json` reads it, without the rest: what a
+    restore keeps of each file until its data is in, instead of the whole parsed node."""
     get = item.get
     mtime_text, atime_text = get("mtime"), get("atime")
     mtime = _time(mtime_text).unix_ns
