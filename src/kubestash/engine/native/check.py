@@ -42,7 +42,9 @@ from kubestash.engine.native.pack import (
     IntegrityError,
     PackedBlob,
     decode_blob,
+    header_blobs,
     header_length,
+    header_start,
     parse_header,
     read_runs,
 )
@@ -278,16 +280,10 @@ async def _read_pack(repo: NativeRepository, pack_id: str, size: int, indexed: s
 async def _read_header(repo: NativeRepository, pack_id: str, size: int) -> list[PackedBlob]:
     """A pack's blobs from its header (two ranged reads of its tail: the header's length, then the header)."""
     path = path_of("data", pack_id)
-    if size < HEADER_LENGTH_SIZE:
-        raise IntegrityError(f"pack {pack_id}: {size} bytes, too short for a header")
-    length = header_length(await repo.store.get_range(path, size - HEADER_LENGTH_SIZE, HEADER_LENGTH_SIZE))
-    start = size - HEADER_LENGTH_SIZE - length
-    if start < 0:
-        raise IntegrityError(f"pack {pack_id}: header length {length} exceeds the pack size {size}")
-    blobs = parse_header(repo.key, await repo.store.get_range(path, start, length), pack_id)
-    if blobs and blobs[-1].offset + blobs[-1].length != start:
-        raise IntegrityError(f"pack {pack_id}: blobs end at {blobs[-1].offset + blobs[-1].length}, header at {start}")
-    return blobs
+    tail = await repo.store.get_range(path, max(0, size - HEADER_LENGTH_SIZE), HEADER_LENGTH_SIZE)
+    start = header_start(tail, size, pack_id)
+    encrypted = await repo.store.get_range(path, start, size - HEADER_LENGTH_SIZE - start)
+    return header_blobs(repo.key, encrypted, start, pack_id)
 
 
 def _hash_and_decode(

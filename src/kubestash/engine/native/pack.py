@@ -115,11 +115,25 @@ def read_runs(blobs: Iterable[PackedBlob], max_bytes: int, max_gap: int = 0) -> 
 
 def read_header(key: Key, pack: bytes, pack_id: str = "?") -> list[PackedBlob]:
     """The blobs of a whole pack held in memory (checks that the header fits after the blobs it lists)."""
-    length = header_length(pack)
-    start = len(pack) - HEADER_LENGTH_SIZE - length
+    start = header_start(pack, len(pack), pack_id)
+    return header_blobs(key, pack[start : len(pack) - HEADER_LENGTH_SIZE], start, pack_id)
+
+
+def header_start(tail: bytes, size: int, pack_id: str = "?") -> int:
+    """Where the encrypted header begins in a pack of ``size`` bytes ending with ``tail`` (its last 4 bytes at
+    least): a pack can be checked from ranged reads of its end, not only whole."""
+    if size < HEADER_LENGTH_SIZE:
+        raise IntegrityError(f"pack {pack_id}: {size} bytes, too short for a header")
+    length = header_length(tail)
+    start = size - HEADER_LENGTH_SIZE - length
     if start < 0:
-        raise IntegrityError(f"pack {pack_id}: header length {length} exceeds the pack size {len(pack)}")
-    blobs = parse_header(key, pack[start : len(pack) - HEADER_LENGTH_SIZE], pack_id)
+        raise IntegrityError(f"pack {pack_id}: header length {length} exceeds the pack size {size}")
+    return start
+
+
+def header_blobs(key: Key, encrypted_header: bytes, start: int, pack_id: str = "?") -> list[PackedBlob]:
+    """The blobs of the header found at ``start`` (:func:`header_start`), which must end where it begins."""
+    blobs = parse_header(key, encrypted_header, pack_id)
     if blobs and blobs[-1].offset + blobs[-1].length != start:
         raise IntegrityError(f"pack {pack_id}: blobs end at {blobs[-1].offset + blobs[-1].length}, header at {start}")
     return blobs
