@@ -119,7 +119,7 @@ PACK_SIZE = 16 * 1024 * 1024
 READ_WINDOW = 4 * 1024 * 1024
 BATCH_BYTES = 8 * 1024 * 1024  # files of a directory handed to a worker together, up to this many bytes
 BATCH_FILES = 64  # ... or this many files
-INLINE_READ_BYTES = 1024 * 1024
+INLINE_READ_BYTES = 4 * 1024 * 1024
 """Changed files a worker reads while it scans their directory, up to this many bytes per directory; the
 rest go out in batches, so one directory of large files still keeps every worker busy."""
 DIR_CONCURRENCY = 8
@@ -668,6 +668,7 @@ class _Backup:
         """Account for a pack now in the repository (uploaded here or written by a worker process)."""
         self.progress.data_added += size
         self.summary.data_added += size
+        uploaded.index_text()  # now, while the workers run, rather than at the end
         self.unindexed.append(uploaded)
         for blob in uploaded.blobs:
             if blob.type == DATA:

@@ -22,7 +22,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import zstandard
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -58,6 +58,49 @@ class Pack:
         """The pack's file name relative to the repository root."""
         return f"data/{self.id[:2]}/{self.id}"
 
+    def index_text(self) -> str:
+        """This pack's entry of an index file (JSON), remembered on the pack (outside the fields, like
+        ``GoTime.to_json``): a backup builds it when the pack is reported, while its workers still run, so that
+        the index file at the end is a join (building 23k blobs' entries there cost ~60 ms of a 3 s backup)."""
+        cached: str | None = self.__dict__.get("_index_text")
+        if cached is None:
+            cached = _pack_index_json(self)
+            object.__setattr__(self, "_index_text", cached)
+        return cached
+
+
+class CounterStream:
+    """One AES-256-CTR key stream for many blobs: each blob's IV is the counter block its encryption starts at.
+
+    restic draws a random IV per blob; what CTR needs is only that no counter block is ever used twice under
+    the key. A random starting block per stream, with each blob starting at the next unused block, gives that
+    just as well: two streams would have to start within a few billion blocks of each other out of 2^128
+    (the same odds as two random IVs' ranges meeting), and within a stream the blocks never repeat. Readers
+    cannot tell (the IV is stored with each blob, as always). It saves building a cipher context per blob:
+    ~8 µs, a tenth of the CPU a small file costs a backup. A stream is used by one thread, and only in the
+    process that made it (:attr:`pid`): a forked child going on from its parent's counter would encrypt with
+    the parent's key stream."""
+
+    def __init__(self, aes: algorithms.AES, iv: bytes | None = None) -> None:
+        iv = os.urandom(IV_SIZE) if iv is None else iv
+        self.pid = os.getpid()
+        self._counter = int.from_bytes(iv, "big")
+        self._encryptor = Cipher(aes, modes.CTR(iv)).encryptor()
+        self._pad = bytearray(2 * IV_SIZE)
+
+    def encrypt_into(self, plaintext: bytes | memoryview, out: memoryview) -> bytes:
+        """Encrypt ``plaintext`` into ``out`` (at least 15 bytes longer, as ``update_into`` wants); its IV. The
+        stream then skips to the next block boundary, where the next blob's IV points."""
+        iv = self._counter.to_bytes(IV_SIZE, "big")
+        length = self._encryptor.update_into(plaintext, out)
+        blocks, partial = divmod(length, IV_SIZE)
+        if partial:
+            self._encryptor.update_into(bytes(IV_SIZE - partial), self._pad)
+            blocks += 1
+        # OpenSSL's CTR, like Go's that restic decrypts with, carries across all 128 bits of the block.
+        self._counter = (self._counter + blocks) % (1 << 128)
+        return iv
+
 
 def blob_id(plaintext: bytes) -> str:
     return hashlib.sha256(plaintext).hexdigest()
@@ -66,7 +109,7 @@ def blob_id(plaintext: bytes) -> str:
 class PackWriter:
     """Collects encrypted blobs until :meth:`finish` turns them into one pack.
 
-    The pack is built in one growing buffer: a blob is compressed, copied in once and encrypted there in place
+    The pack is built in one growing buffer: a blob is compressed and encrypted straight into it
     (AES-CTR, then the Poly1305-AES MAC over the ciphertext where it lies), and :meth:`finish` appends the
     encrypted header and (``as_bytes=False``) hands that very buffer over as :attr:`Pack.data`, not copied;
     the writer starts a new one. Memory per writer is thus one pack, not the blobs plus their join.
@@ -101,6 +144,7 @@ class PackWriter:
         self._mac_ecb = Cipher(algorithms.AES(key.mac_k), modes.ECB()).encryptor()
         """AES-128 of each blob's nonce under the MAC key (Poly1305-AES's ``s``): ECB keeps no state between
         blocks, so one encryptor serves every blob (a new one per blob cost ~3 µs of 20k small files)."""
+        self._stream: CounterStream | None = None
 
     @property
     def size(self) -> int:
@@ -155,7 +199,8 @@ class PackWriter:
         """Append ``IV || AES-256-CTR(payload) || MAC`` (restic's framing, as ``Key.encrypt_bytes``); where.
 
         The buffer is allocated at ``capacity`` bytes up front (untouched pages cost no memory) and grown
-        geometrically past it, so appending is one copy of ``payload``, not a reallocation each time."""
+        geometrically past it; ``payload`` is encrypted straight into it (one pass over the bytes, no copy
+        first), with the pack's :class:`CounterStream`."""
         offset = self._size
         start = offset - self._base
         end = start + IV_SIZE + len(payload)
@@ -164,17 +209,15 @@ class PackWriter:
         if need > len(buffer):
             grow = max(need, self._capacity, 2 * len(buffer)) - len(buffer)
             buffer.extend(bytes(grow))
-        iv = os.urandom(IV_SIZE)
+        stream = self._stream
+        if stream is None or stream.pid != os.getpid():
+            stream = self._stream = CounterStream(self._aes)
         with memoryview(buffer) as view:
+            # update_into wants room for a block's slack past the data: the MAC's 16 bytes.
+            iv = stream.encrypt_into(payload, view[start + IV_SIZE : need])
             view[start : start + IV_SIZE] = iv
-            ciphertext = view[start + IV_SIZE : end]
-            ciphertext[:] = payload
-            encryptor = Cipher(self._aes, modes.CTR(iv)).encryptor()
-            # In place; update_into wants room for a block's slack past the data: the MAC's 16 bytes.
-            encryptor.update_into(ciphertext, view[start + IV_SIZE : need])
-            encryptor.finalize()
-            view[end:need] = Poly1305.generate_tag(self._key.mac_r + self._mac_ecb.update(iv), ciphertext)
-            ciphertext.release()
+            with view[start + IV_SIZE : end] as ciphertext:
+                view[end:need] = Poly1305.generate_tag(self._key.mac_r + self._mac_ecb.update(iv), ciphertext)
         self._size = need + self._base
         return offset
 
@@ -221,26 +264,47 @@ class PackWriter:
 
 def index_json(packs: Iterable[Pack], supersedes: Sequence[str] = ()) -> bytes:
     """restic's index file plaintext for these packs (encrypt it with ``files.encode_unpacked``)."""
-    doc: dict[str, Any] = {}
-    if supersedes:
-        doc["supersedes"] = list(supersedes)
-    doc["packs"] = [
-        {
-            "id": pack.id,
-            "blobs": [
-                {
-                    "id": blob.id,
-                    "type": blob.type,
-                    "offset": blob.offset,
-                    "length": blob.length,
-                    **({} if blob.uncompressed_length is None else {"uncompressed_length": blob.uncompressed_length}),
-                }
-                for blob in pack.blobs
-            ],
-        }
-        for pack in packs
-    ]
-    return json.dumps(doc, separators=(",", ":")).encode()
+    head = '{"supersedes":' + json.dumps(list(supersedes), separators=(",", ":")) + "," if supersedes else "{"
+    return (head + '"packs":[' + ",".join(pack.index_text() for pack in packs) + "]}").encode()
+
+
+def _uncompressed(blob: PackedBlob) -> dict[str, int]:
+    return {} if blob.uncompressed_length is None else {"uncompressed_length": blob.uncompressed_length}
+
+
+def _pack_index_json(pack: Pack) -> str:
+    """One pack of an index file, in restic 0.14's key order. Formatted directly (a third of the time of
+    building dicts for ``json.dumps``) when every id is plain ASCII letters and digits, hence needs no JSON
+    escaping, as the ids this engine computes are; ids read from some repository's index are not trusted to
+    be, and go through ``json.dumps``."""
+    ids = pack.id + "".join([blob.id for blob in pack.blobs])
+    if not (ids.isascii() and ids.isalnum()):
+        return json.dumps(
+            {
+                "id": pack.id,
+                "blobs": [
+                    {
+                        "id": blob.id,
+                        "type": blob.type,
+                        "offset": blob.offset,
+                        "length": blob.length,
+                        **_uncompressed(blob),
+                    }
+                    for blob in pack.blobs
+                ],
+            },
+            separators=(",", ":"),
+        )
+    blobs = ",".join(
+        [
+            f'{{"id":"{id}","type":"{kind}","offset":{offset},"length":{length}}}'
+            if uncompressed is None
+            else f'{{"id":"{id}","type":"{kind}","offset":{offset},"length":{length},'
+            f'"uncompressed_length":{uncompressed}}}'
+            for id, kind, offset, length, uncompressed in pack.blobs
+        ]
+    )
+    return f'{{"id":"{pack.id}","blobs":[{blobs}]}}'
 
 
 def snapshot_json(
