@@ -23,9 +23,10 @@ import pytest
 from kubestash.engine.native import backup as backup_module
 from kubestash.engine.native.backup import backup
 from kubestash.engine.native.crypto import Key
+from kubestash.engine.native.files import encode_unpacked, storage_id
 from kubestash.engine.native.index import DiskIndex, IndexEntry, MemoryIndex
 from kubestash.engine.native.init import KdfParams, init_repository
-from kubestash.engine.native.pack import PackedBlob
+from kubestash.engine.native.pack import IntegrityError, PackedBlob
 from kubestash.engine.native.prune import forget, prune
 from kubestash.engine.native.repository import NativeRepository
 from kubestash.engine.native.restore import restore
@@ -342,3 +343,26 @@ def test_with_nowhere_to_write_a_cache_the_index_stays_in_memory(
     assert "keeping the index in memory" in caplog.text
     run(restore(opened, "latest", tmp_path / "restored"))
     assert describe(restored_at(tmp_path / "restored", tree)) == describe(tree)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        {"id": "ab" * 32, "type": "data", "offset": -1, "length": 100},  # an unsigned column could not hold it
+        {"id": "ab" * 32, "type": "data", "length": 100},
+        {"id": "ab" * 32, "type": "data", "offset": "x", "length": 100},
+    ],
+    ids=["negative-offset", "missing-offset", "offset-not-a-number"],
+)
+@pytest.mark.parametrize("mode", ["memory", "disk"])
+def test_an_authentic_index_file_that_is_not_an_index_is_named(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, mode: str, blob: dict[str, Any]
+) -> None:
+    """It decrypts (another writer with the key made it) but does not describe blobs: opening the repository
+    fails with an integrity error naming the file, not with a traceback from deep in the index."""
+    opened = open_repo(repo, monkeypatch, mode)
+    data = encode_unpacked(opened.key, json.dumps({"packs": [{"id": "cd" * 32, "blobs": [blob]}]}).encode(), 2)
+    name = storage_id(data)
+    run(LocalStore(repo).put(f"index/{name}", data))
+    with pytest.raises(IntegrityError, match=f"index/{name}: not a valid index file"):
+        open_repo(repo, monkeypatch, mode)

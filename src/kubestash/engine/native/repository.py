@@ -202,7 +202,11 @@ class NativeRepository:
         limit, parsing = asyncio.Semaphore(_READ_CONCURRENCY), asyncio.Lock()
 
         def add(name: str, data: bytes) -> None:
-            index.add_file(name, index_entries(self._decoded("index", name, data)))
+            try:
+                index.add_file(name, index_entries(self._decoded("index", name, data)))
+            except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
+                # Authentic (it decrypted) but not an index: some other writer's bug, named, not a traceback.
+                raise IntegrityError(f"index/{name}: not a valid index file ({type(e).__name__}: {e})") from None
 
         async def one(name: str) -> None:
             async with limit:
@@ -360,13 +364,10 @@ def index_entries(doc: Any) -> Iterable[IndexEntry]:
         for blob in pack.get("blobs") or ():
             blob_type: BlobType = "tree" if blob["type"] == "tree" else "data"
             uncompressed = blob.get("uncompressed_length")
+            offset, length = int(blob["offset"]), int(blob["length"])
+            if offset < 0 or length <= 0:
+                raise ValueError(f"blob {blob['id']} of pack {pack_id}: offset {offset}, length {length}")
             yield IndexEntry(
                 pack_id,
-                PackedBlob(
-                    str(blob["id"]),
-                    blob_type,
-                    int(blob["offset"]),
-                    int(blob["length"]),
-                    int(uncompressed) if uncompressed else None,
-                ),
+                PackedBlob(str(blob["id"]), blob_type, offset, length, int(uncompressed) if uncompressed else None),
             )
