@@ -14,6 +14,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -382,3 +383,33 @@ def test_silent_endpoint_times_out_as_unreachable() -> None:
             assert err.reason == "Unreachable", err.message
             assert "no answer within 0.5s" in err.message
             assert S3_SECRET not in err.message
+
+
+def test_closing_a_gcs_backend_stops_a_request_still_retrying() -> None:
+    """Past the operator's time limit the caller has given up, but Google's client would go on retrying a dead
+    endpoint on the backend's thread for its whole minute. Closed, the backend's thread stops at its next
+    attempt (the controllers close every backend they open)."""
+    from google.auth.credentials import AnonymousCredentials
+
+    from kubestash.backends.gcs import RETRY_MAX_SLEEP, GcsBackend
+
+    before = set(threading.enumerate())
+    backend = TimeLimited(
+        GcsBackend(
+            "bucket",
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            endpoint=f"http://127.0.0.1:{closed_port()}",
+            description="gs://bucket",
+            retry_timeout=60.0,
+        ),
+        0.5,
+    )
+    err = fails(backend.get("a"))
+    assert err.reason == "Unreachable" and "no answer within 0.5s" in err.message, err.message
+    started = [t for t in threading.enumerate() if t not in before]
+    assert started, "the request is still retrying on a thread of the backend's pool"
+    backend.close()
+    deadline = time.monotonic() + 2 * RETRY_MAX_SLEEP + 5
+    while any(t.is_alive() for t in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [t.name for t in started if t.is_alive()] == []

@@ -75,3 +75,8 @@ class ObjectBackend(Protocol):
     async def check(self) -> None:
         """Prove the location is reachable and writable with these credentials, or raise BackendError."""
         ...
+
+    def close(self) -> None:
+        """Done with this backend: what it runs in the background stops (a request still retrying on a thread
+        stops at its next attempt instead of going on for its client's minutes). Idempotent."""
+        ...

@@ -30,6 +30,9 @@ class TimeLimited:
     def description(self) -> str:
         return self._inner.description
 
+    def close(self) -> None:
+        self._inner.close()
+
     async def put(self, path: str, data: bytes) -> None:
         await self._limit(self._inner.put(path, data), "put", path)
 

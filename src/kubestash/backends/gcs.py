@@ -21,6 +21,7 @@ import builtins
 import functools
 import json
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 
 import requests
 from google.api_core import exceptions as api_errors
-from google.api_core.retry import Retry
+from google.api_core.retry import Retry, if_transient_error
 from google.auth import exceptions as auth_errors
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import storage
@@ -40,6 +41,9 @@ from kubestash.backends.keys import KeySpace
 T = TypeVar("T")
 
 DEFAULT_CONNECTIONS = 8
+RETRY_MAX_SLEEP = 4.0
+"""Longest pause between two attempts of a retried request (Google's default grows to 60 s): a closed backend's
+retrying thread is at most this long from noticing."""
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 _BATCH = 100  # the most operations one GCS batch request may carry
 _MAX_MESSAGE = 400
@@ -82,7 +86,16 @@ class GcsBackend:
         self._keys = KeySpace(description, prefix, secrets)
         workers = max_connections if max_connections and max_connections > 0 else DEFAULT_CONNECTIONS
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gcs")
-        self._retry: Retry | None = Retry(timeout=retry_timeout) if retry_timeout else None
+        self._open = threading.Event()
+        self._open.set()
+        self._retry: Retry | None = None
+        if retry_timeout:
+            is_open = self._open.is_set
+            self._retry = Retry(
+                predicate=lambda exc: is_open() and if_transient_error(exc),
+                maximum=RETRY_MAX_SLEEP,
+                timeout=retry_timeout,
+            )
         self._make_client = functools.partial(_client, credentials, project, endpoint, workers)
         self._client_instance: storage.Client | None = None
 
@@ -161,6 +174,10 @@ class GcsBackend:
         await self.delete(probe)
 
     def close(self) -> None:
+        """Queued calls are dropped; one that is running stops retrying at its next failure (the pool's threads
+        cannot be interrupted, and Google's client would otherwise retry a dead endpoint for a minute after
+        the caller gave up, e.g. past the operator's time limit)."""
+        self._open.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------ helpers

@@ -166,6 +166,9 @@ class ObstoreBackend:
         await self.put(probe, b"kubestash write probe\n")
         await self.delete(probe)
 
+    def close(self) -> None:
+        """Nothing to stop: obstore's requests are futures of the caller's tasks, cancelled with them."""
+
     # ------------------------------------------------------------ helpers
 
     def _slot(self) -> asyncio.Semaphore | _NoLimit:

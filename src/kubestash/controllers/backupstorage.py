@@ -21,6 +21,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,12 +124,13 @@ class BackupStorageReconciler:
         if secret is not False:
             backend = await self._initialize(storage, secret if isinstance(secret, Mapping) else None, conditions)
         if backend is not None:
-            try:
-                await self._resync(storage, backend)
-            except BackendError as exc:  # the backend went away between the check and the listing
-                set_condition(
-                    conditions, cond.BACKEND_INITIALIZED, "False", "BackendInitializationFailed", _failure(exc)
-                )
+            with closing(backend):
+                try:
+                    await self._resync(storage, backend)
+                except BackendError as exc:  # the backend went away between the check and the listing
+                    set_condition(
+                        conditions, cond.BACKEND_INITIALIZED, "False", "BackendInitializationFailed", _failure(exc)
+                    )
         repos = self._repositories(storage)
         status.update(
             conditions=conditions,
@@ -180,6 +182,8 @@ class BackupStorageReconciler:
     async def _initialize(
         self, storage: BackupStorage, secret: Mapping[str, bytes] | None, conditions: list[dict[str, Any]]
     ) -> ObjectBackend | None:
+        """The opened, checked backend (the caller closes it), or None with the failure in ``conditions``."""
+        backend: ObjectBackend | None = None
         try:
             backend = self.open_backend(storage.spec.storage, secret)
             await backend.check()  # a write says more than a HEAD: wrong key vs. no permission vs. no bucket
@@ -191,7 +195,11 @@ class BackupStorageReconciler:
                     "operatorVersion": __version__,
                 }
                 await backend.put(METADATA_FILE, yaml.safe_dump(meta, sort_keys=False).encode())
-        except BackendError as exc:
+        except BaseException as exc:
+            if backend is not None:
+                backend.close()
+            if not isinstance(exc, BackendError):
+                raise
             set_condition(
                 conditions,
                 cond.BACKEND_INITIALIZED,
@@ -302,7 +310,8 @@ class BackupStorageReconciler:
             secret = await self._secret(storage, [])
             if secret is not False:
                 backend = self.open_backend(storage.spec.storage, secret if isinstance(secret, Mapping) else None)
-                removed = await backend.delete_prefix("")
+                with closing(backend):
+                    removed = await backend.delete_prefix("")
                 await record(
                     self.events, data, "Normal", "WipedOut", f"deleted {removed} objects from {backend.description}"
                 )

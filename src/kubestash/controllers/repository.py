@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -69,9 +70,9 @@ class RepositoryReconciler:
         status: dict[str, Any] = copy.deepcopy(data.get("status") or {})  # the cache is shared: never mutate it
         conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
         try:
-            backend = await self.backend_for(repo)
-            await self._check_encryption_secret(repo)
-            await self._write_manifest(repo, backend)
+            with closing(await self.backend_for(repo)) as backend:
+                await self._check_encryption_secret(repo)
+                await self._write_manifest(repo, backend)
         except NotReadyYet as exc:
             set_condition(conditions, cond.REPOSITORY_INITIALIZED, "False", "RepositoryInitializationFailed", str(exc))
         except BackendError as exc:
@@ -107,7 +108,8 @@ class RepositoryReconciler:
         return storage
 
     async def backend_for(self, repo: Repository) -> ObjectBackend:
-        """The backend of the repository's BackupStorage, if it may be used from the repository's namespace."""
+        """The backend of the repository's BackupStorage, if it may be used from the repository's namespace (the
+        caller closes it)."""
         storage = self.storage_of(repo)
         if storage.namespace != repo.namespace:
             labels = await self._namespace_labels(repo.namespace)
@@ -170,8 +172,8 @@ class RepositoryReconciler:
                     raise
         if repo.spec.deletion_policy == "WipeOut":
             try:
-                backend = await self.backend_for(repo)
-                removed = await backend.delete_prefix((repo.spec.path or "").strip("/") + "/")
+                with closing(await self.backend_for(repo)) as backend:
+                    removed = await backend.delete_prefix((repo.spec.path or "").strip("/") + "/")
                 await record(self.events, data, "Normal", "WipedOut", f"deleted {removed} objects of this repository")
             except (NotReadyYet, BackendError) as exc:
                 await record(self.events, data, "Warning", "WipeOutFailed", str(exc))

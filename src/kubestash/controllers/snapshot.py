@@ -26,6 +26,7 @@ import copy
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -161,7 +162,6 @@ class SnapshotReconciler:
         return Repository.model_validate(data) if data else None
 
     async def _upload(self, repo: Repository, snapshot: dict[str, Any]) -> None:
-        backend = await self.repository_reconciler.backend_for(repo)
         meta = snapshot["metadata"]
         manifest = {
             "apiVersion": snapshot["apiVersion"],
@@ -171,7 +171,8 @@ class SnapshotReconciler:
             "status": snapshot["status"],
         }
         path = f"{(repo.spec.path or '').strip('/')}/{SNAPSHOTS_DIR}/{meta['name']}.yaml"
-        await backend.put(path, yaml.safe_dump(manifest, sort_keys=False).encode())
+        with closing(await self.repository_reconciler.backend_for(repo)) as backend:
+            await backend.put(path, yaml.safe_dump(manifest, sort_keys=False).encode())
 
     async def _summarise(self, repo: Repository, current: dict[str, Any]) -> None:
         snaps = {
@@ -213,8 +214,8 @@ class SnapshotReconciler:
             ids = [s.summary.id for s in component.restic_stats or [] if s.summary and s.summary.id]
             if ids and component.path:
                 await self._in_component(repo, component.path, partial(self.engine.forget, snapshot_ids=ids))
-        backend = await self.repository_reconciler.backend_for(repo)
-        await backend.delete(f"{(repo.spec.path or '').strip('/')}/{SNAPSHOTS_DIR}/{snap.name}.yaml")
+        with closing(await self.repository_reconciler.backend_for(repo)) as backend:
+            await backend.delete(f"{(repo.spec.path or '').strip('/')}/{SNAPSHOTS_DIR}/{snap.name}.yaml")
 
     async def _unlock_failed(self, snap: Snapshot, repo: Repository) -> None:
         """Remove stale locks from the repositories of the failed components (best effort: logged, not raised)."""

@@ -15,6 +15,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -151,8 +152,8 @@ async def _stored_size(access: RepositoryAccess, directory: str) -> int:
     """Bytes the component repository occupies in the backend (packs, indexes, snapshots: what the user pays
     for), from a listing rather than ``restic stats``, which would cost another key derivation."""
     try:
-        backend = open_backend(access.storage.spec.storage, access.storage_secret)
-        return sum([info.size async for info in backend.list(directory)])
+        with closing(open_backend(access.storage.spec.storage, access.storage_secret)) as backend:
+            return sum([info.size async for info in backend.list(directory)])
     except BackendError as exc:
         raise TaskFailed(f"cannot measure the repository size: {exc.message}") from None
 
