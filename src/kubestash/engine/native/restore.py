@@ -262,14 +262,17 @@ async def restore(
     async def flush() -> None:
         files, specials = plan.files, plan.specials
         plan.files, plan.specials, plan.batch_bytes = [], [], 0
-        plan.restored += len(files)
-        write = await _restore_batch(repo, plan, files, specials, as_root, progress, on_progress, processes)
-        running.append(asyncio.create_task(write))
+        # Room is made before a batch is handed over, not after: the walk builds the next batch while the
+        # ones in flight are written, so the workers find it ready when one is done (waiting after, the
+        # workers sat idle while the walk read the next 8192 files' trees: ~0.1 s per batch on the bench set).
         while len(running) >= BATCHES_IN_FLIGHT or any(task.done() for task in running):
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 running.remove(task)
                 task.result()  # a failed batch stops the restore
+        plan.restored += len(files)
+        write = await _restore_batch(repo, plan, files, specials, as_root, progress, on_progress, processes)
+        running.append(asyncio.create_task(write))
 
     try:
         await _walk(repo, snapshot.tree, "", str(target), PathFilter.of(include, exclude), plan, flush, batch_files)
