@@ -351,8 +351,9 @@ def test_with_nowhere_to_write_a_cache_the_index_stays_in_memory(
         {"id": "ab" * 32, "type": "data", "offset": -1, "length": 100},  # an unsigned column could not hold it
         {"id": "ab" * 32, "type": "data", "length": 100},
         {"id": "ab" * 32, "type": "data", "offset": "x", "length": 100},
+        {"id": "ab" * 32, "type": "data", "offset": 0, "length": 100, "uncompressed_length": -1},
     ],
-    ids=["negative-offset", "missing-offset", "offset-not-a-number"],
+    ids=["negative-offset", "missing-offset", "offset-not-a-number", "negative-uncompressed-length"],
 )
 @pytest.mark.parametrize("mode", ["memory", "disk"])
 def test_an_authentic_index_file_that_is_not_an_index_is_named(

@@ -363,11 +363,8 @@ def index_entries(doc: Any) -> Iterable[IndexEntry]:
         pack_id = str(pack["id"])
         for blob in pack.get("blobs") or ():
             blob_type: BlobType = "tree" if blob["type"] == "tree" else "data"
-            uncompressed = blob.get("uncompressed_length")
             offset, length = int(blob["offset"]), int(blob["length"])
-            if offset < 0 or length <= 0:
-                raise ValueError(f"blob {blob['id']} of pack {pack_id}: offset {offset}, length {length}")
-            yield IndexEntry(
-                pack_id,
-                PackedBlob(str(blob["id"]), blob_type, offset, length, int(uncompressed) if uncompressed else None),
-            )
+            uncompressed = int(blob.get("uncompressed_length") or 0) or None
+            if offset < 0 or length <= 0 or (uncompressed or 0) < 0:
+                raise ValueError(f"blob {blob['id']} of pack {pack_id}: a negative offset or length")
+            yield IndexEntry(pack_id, PackedBlob(str(blob["id"]), blob_type, offset, length, uncompressed))
