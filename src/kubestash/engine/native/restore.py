@@ -70,7 +70,7 @@ from kubestash.engine.native.tree import (
     node_from_json,
     unix_mode,
 )
-from kubestash.engine.native.workers import WorkerProcesses, fork_available, tune_malloc
+from kubestash.engine.native.workers import WorkerProcesses, fewer_collections, fork_available, tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -274,21 +274,23 @@ async def restore(
         write = await _restore_batch(repo, plan, files, specials, as_root, progress, on_progress, processes)
         running.append(asyncio.create_task(write))
 
-    try:
-        await _walk(repo, snapshot.tree, "", str(target), PathFilter.of(include, exclude), plan, flush, batch_files)
-        progress.walked = True
-        await flush()
-        await asyncio.gather(*running)
-    except BaseException:
-        if processes is not None:
-            processes.terminate()
-        raise
-    finally:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-        if processes is not None:
-            await processes.close()
+    with fewer_collections():
+        try:
+            selection = PathFilter.of(include, exclude)
+            await _walk(repo, snapshot.tree, "", str(target), selection, plan, flush, batch_files)
+            progress.walked = True
+            await flush()
+            await asyncio.gather(*running)
+        except BaseException:
+            if processes is not None:
+                processes.terminate()
+            raise
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            if processes is not None:
+                await processes.close()
     await asyncio.to_thread(_finish_tree, plan, as_root)
     return plan.restored + len(plan.hardlinks), progress.bytes_done
 
