@@ -62,7 +62,16 @@ def snapshot_of(tree: Path) -> dict[str, tuple[bytes, int, int]]:
     }
 
 
-def test_large_files_bypass_the_page_cache_and_keep_their_bytes_and_mtimes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("finished", ["at the end", "every batch"])
+def test_large_files_bypass_the_page_cache_and_keep_their_bytes_and_mtimes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, finished: str
+) -> None:
+    """``every batch``: each file a batch of its own, and the files written with ``O_DIRECT`` finished as soon
+    as one waits (as when a large restore has thousands of them), not after the last batch."""
+    if finished == "every batch":
+        monkeypatch.setattr("kubestash.engine.native.restore.BATCH_BYTES", 1)
+        monkeypatch.setattr("kubestash.engine.native.restore.BATCH_FILES", 1)
+        monkeypatch.setattr("kubestash.engine.native.restore.PROCESS_MIN_BYTES", 0)
     tree, repo = tree_and_repo(tmp_path)
     asyncio.run(restore(repo, "latest", tmp_path / "out"))
     out = restored_at(tmp_path / "out", tree)

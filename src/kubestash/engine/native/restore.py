@@ -357,6 +357,7 @@ async def _restore_batch(
             on_progress(progress)
 
     if processes is not None and (processes.started or total >= PROCESS_MIN_BYTES):
+        processes.get()  # forked before the walk goes on
         return _write_in_processes(processes, metas, dict(remaining), writes, written)
     return _write_in_threads(repo, metas, as_root, writes, written, _Files(dict(remaining)))
 
@@ -628,6 +629,8 @@ async def _write_in_processes(
     processes.late += [(path, meta) for path, meta in batch if path in direct]
     processes.late_existed.update((path, sizes[path]) for path in existed if path in direct)
     await _finish_in_processes(procs, now, {path: sizes[path] for path in existed if path not in direct})
+    if len(processes.late) >= BATCH_FILES:
+        await processes.finish_late()  # memory follows the batches, not the snapshot
 
 
 async def _finish_in_processes(
@@ -680,11 +683,14 @@ class _Processes:
             self.procs = None
 
     async def finish_late(self) -> None:
-        """Wait for every worker's writes, then apply the metadata of the files written with ``O_DIRECT``."""
-        if self.procs is not None and self.late:
+        """Wait for every worker's writes, then apply the metadata of the files written with ``O_DIRECT`` (after
+        the last batch, or whenever :data:`BATCH_FILES` of them wait: each drain idles a worker until the other
+        is done with its pack)."""
+        late, existed = self.late, self.late_existed
+        self.late, self.late_existed = [], {}
+        if self.procs is not None and late:
             await self.procs.broadcast(("drain",))
-            await _finish_in_processes(self.procs, self.late, self.late_existed)
-            self.late, self.late_existed = [], {}
+            await _finish_in_processes(self.procs, late, existed)
 
     async def close(self) -> None:
         if self.procs is not None:
