@@ -1,4 +1,6 @@
-"""Write pack files with ``O_DIRECT``: the device reads the bytes from our memory, no page-cache copy.
+"""Write pack files (backup) and restored file content with ``O_DIRECT``: the device reads the bytes from our
+memory, no page-cache copy. Restores: :class:`DirectRanges` (the why is in its docstring and in
+``docs/decisions.md``); backups: :class:`DirectWriter`, as follows.
 
 Why: a backup writes most of its input again as packs, and each buffered ``write`` copies every byte into
 freshly allocated page-cache pages. On this project's VMs that copy (``copy_folio_from_iter_atomic`` in a
