@@ -612,7 +612,8 @@ async def _write_in_processes(
     direct: set[str] = set()
 
     async def one_pack(pack_id: str, blobs: dict[PackedBlob, list[_Write]]) -> None:
-        large = {w.path: sizes[w.path] for ws in blobs.values() for w in ws if sizes[w.path] >= DIRECT_MIN}
+        # Only files with a blob large enough to go direct are preallocated: one test per blob, not per write.
+        large = {w.path: sizes[w.path] for blob, ws in blobs.items() if blob.plaintext_length >= DIRECT_MIN for w in ws}
         done, found, wrote_direct = await procs.call(lambda _worker: ("pack", pack_id, blobs, large))
         existed.update(found)
         direct.update(wrote_direct)
@@ -721,7 +722,7 @@ class _ProcessWrites:
             return None
         _, pack_id, blobs, sizes = message
         done: list[tuple[str, int]] = []
-        if self.direct is None and DIRECT_WRITES and hasattr(os, "O_DIRECT"):
+        if self.direct is None and DIRECT_WRITES:
             self.direct = DirectRanges()  # here, in the worker: its writer thread would not survive a fork
         files = _ExclusiveFiles(self.direct, sizes)
         try:
