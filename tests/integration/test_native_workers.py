@@ -171,3 +171,76 @@ def test_calls_waiting_for_a_worker_fail_once_stopped() -> None:
                 await asyncio.wait_for(task, 10)
 
     asyncio.run(scenario())
+
+
+def _echo_after(message: tuple[str, float]) -> tuple[str, int]:
+    time.sleep(message[1])
+    return message[0], os.getpid()
+
+
+def test_pipelined_calls_get_their_own_replies() -> None:
+    """With ``depth=2`` a worker is sent its next message while it works on the current one: every caller
+    still gets the reply to its own message, and a broadcast reaches each worker after what it was sent."""
+
+    async def scenario() -> None:
+        procs = WorkerProcesses(2, _echo_after, depth=2)
+        try:
+            delays = [(i * 7 % 5) / 1000 for i in range(60)]
+            calls = [procs.call(lambda worker, i=i, d=d: (f"m{i}", d)) for i, d in enumerate(delays)]
+            replies = await asyncio.gather(*calls)
+            assert [name for name, _ in replies] == [f"m{i}" for i in range(60)]
+            assert {pid for _, pid in replies} == {p.pid for p in procs.processes}
+            assert sorted(await procs.broadcast(("all", 0.0))) == sorted(("all", p.pid) for p in procs.processes)
+        finally:
+            await procs.close()
+
+    asyncio.run(scenario())
+
+
+def _wait_for_file(message: str) -> str:
+    while not os.path.exists(message):
+        time.sleep(0.01)
+    return message
+
+
+def test_pipelined_worker_has_its_next_message_waiting(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        procs = WorkerProcesses(1, _wait_for_file, depth=2)
+        gate = tmp_path / "gate"
+        try:
+            first = asyncio.create_task(procs.call(lambda worker: str(gate)))
+            second = asyncio.create_task(procs.call(lambda worker: str(tmp_path)))
+            for _ in range(500):
+                await asyncio.sleep(0.01)
+                if procs.turns[0].sent == 2:
+                    break
+            # Both went down the pipe while the worker is still on the first: no round trip between them.
+            assert procs.turns[0].sent == 2 and not first.done() and not second.done()
+            gate.touch()
+            assert await asyncio.wait_for(asyncio.gather(first, second), 10) == [str(gate), str(tmp_path)]
+        finally:
+            await procs.close()
+
+    asyncio.run(scenario())
+
+
+def test_killed_pipelined_worker_fails_every_call_sent_to_it() -> None:
+    async def scenario() -> None:
+        before = children()
+        procs = WorkerProcesses(1, time.sleep, depth=2)
+        try:
+            calls = [asyncio.create_task(procs.call(lambda worker: 30)) for _ in range(3)]
+            await asyncio.sleep(0.3)
+            os.kill(procs.processes[0].pid or 0, signal.SIGKILL)
+            for call in calls[:2]:
+                with pytest.raises(WorkerDied):
+                    await asyncio.wait_for(call, 10)
+            await asyncio.to_thread(procs.terminate)
+            procs.wake_waiters()
+            with pytest.raises(WorkerDied):
+                await asyncio.wait_for(calls[2], 10)
+        finally:
+            procs.terminate()
+        assert children() == before
+
+    asyncio.run(scenario())

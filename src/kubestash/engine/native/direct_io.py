@@ -31,12 +31,13 @@ from typing import cast
 
 ALIGN = 4096
 """Alignment for buffer, offsets and length: a page, which covers every logical block size up to 4 KiB."""
-RANGE_BUFFER = 2 << 20
-"""A restore worker's staging buffer for :class:`DirectRanges` (its largest ``O_DIRECT`` write). 4 MiB was
-a little faster than 1 MiB in A/B runs (within the noise), and each costs its size in memory per worker."""
-RANGE_BUFFERS = 2
-"""Staging buffers per restore worker: one being filled while the other's write is under way (a 2 MiB write
-takes the device a few milliseconds, decoding 2 MiB several times that)."""
+RANGE_BUFFER = 1 << 20
+"""A restore worker's staging buffer for :class:`DirectRanges` (its largest ``O_DIRECT`` write)."""
+RANGE_BUFFERS = 4
+"""Staging buffers per restore worker: some being filled while the writes of the others are under way. A
+write's time varies with what else the device does (both workers write, and read packs): with two 2 MiB
+buffers a worker waited 0.27-0.38 s per 1 GiB bench restore for one to come free, with four of 1 MiB (the
+same memory) 0.11-0.19 s; six of 1 MiB waited less again but cost 4 MiB more over the restore's process tree."""
 
 
 class DirectWriter:

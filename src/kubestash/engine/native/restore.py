@@ -9,7 +9,8 @@ Content is read pack by pack, not file by file: every data blob the restore need
 holds it, each pack is read once as a few ranged reads (neighbouring blobs merged into one span of at most
 :data:`MAX_SPAN` bytes), and its blobs are decrypted, decompressed, verified against their ids and written
 (``pwrite``) into every file position that uses them. From a local repository a large restore does this in
-two forked worker processes, a pack per message (:data:`PROCESS_MIN_BYTES`, :class:`_Processes`); otherwise a
+two forked worker processes, a pack per message, each worker's next one already waiting in its pipe
+(:data:`PROCESS_MIN_BYTES`, :data:`RESTORE_DEPTH`, :class:`_Processes`); otherwise a
 bounded number of packs is in flight at once in threads (OpenSSL, zstd and hashlib release the GIL on large
 buffers). Any blob that fails authentication or its hash raises
 :class:`~kubestash.engine.native.pack.IntegrityError` naming the blob and the pack.
@@ -104,6 +105,10 @@ PROCESS_MIN_BYTES = 32 << 20
 forked) from the first batch with this much content on: in threads, the GIL hand-offs between them cost more
 than a core's worth of the decode-and-write loop (futex wake-ups were ~13 % of a 1 GiB restore's samples)."""
 RESTORE_PROCESSES = 2
+RESTORE_DEPTH = 2
+"""Pack messages a restore worker holds at once: its next pack is waiting in its pipe when it finishes one
+(the parent, walking the tree and planning batches on its event loop, was slow to hand it over: the workers sat
+idle 0.2 s each in a 2.5 s restore of the 1 GiB bench set; 0.06-0.14 s with two)."""
 BATCH_FILES = 8192
 """Files restored per batch of the walk: what the restore holds in memory (~0.6 KiB each with their metadata
 and write plans) whatever the snapshot's size; a pack needed by two batches is read twice, partly. (1 GiB
@@ -674,7 +679,9 @@ class _Processes:
 
     def get(self) -> WorkerProcesses:
         if self.procs is None:
-            self.procs = WorkerProcesses(RESTORE_PROCESSES, self.handler.handle, name="native-restore")
+            self.procs = WorkerProcesses(
+                RESTORE_PROCESSES, self.handler.handle, name="native-restore", depth=RESTORE_DEPTH
+            )
         return self.procs
 
     def terminate(self) -> None:

@@ -4,6 +4,8 @@
 :mod:`.backup`): each inherits a handler (and everything it references: key, index) instead of having it
 pickled, answers one message at a time over its own pipe, ignores SIGINT, and dies with its parent
 (``PR_SET_PDEATHSIG``); :meth:`WorkerProcesses.terminate` kills them all at once (abort, cancellation).
+With ``depth`` 2 a worker's next message waits in its pipe while it works on the current one, so it never
+idles while the parent (busy with other work on its event loop) gets round to handing it the next.
 
 :func:`tune_malloc`: glibc's ``malloc`` raises its mmap threshold each time a large block is freed (up to
 32 MiB), after which pack-sized buffers (16 MiB packs, read windows, restore spans) come from the heap and
@@ -26,6 +28,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -154,20 +157,35 @@ def fork_available() -> bool:
     return "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux")
 
 
+class _Turns:
+    """Replies come back on a worker's pipe in the order its messages went: each exchange takes a ticket when
+    it sends and receives when its ticket's turn comes."""
+
+    def __init__(self) -> None:
+        self.sending = threading.Lock()
+        self.turn = threading.Condition()
+        self.sent = 0
+        self.received = 0
+
+
 class WorkerProcesses:
     """``count`` forked processes, each answering messages with ``handler`` (which they inherit, with everything
-    it references: no pickling of the handler). The parent sends a worker one message at a time and awaits its
-    reply; only the messages and replies cross the process boundary (pickled through a pipe).
+    it references: no pickling of the handler). The parent sends a worker up to ``depth`` messages at a time
+    and awaits each reply; only the messages and replies cross the process boundary (pickled through a pipe).
 
     Create it on the event loop's thread (``PR_SET_PDEATHSIG`` follows the forking thread's life).
     :meth:`terminate` kills the workers at once (abort, cancellation); :meth:`close` lets them finish.
     """
 
-    def __init__(self, count: int, handler: Callable[[Any], Any], *, name: str = "native-worker") -> None:
+    def __init__(
+        self, count: int, handler: Callable[[Any], Any], *, name: str = "native-worker", depth: int = 1
+    ) -> None:
         context = multiprocessing.get_context("fork")
         self.conns: list[Connection] = []
         self.processes: list[BaseProcess] = []
+        self.turns: list[_Turns] = []
         self.idle: asyncio.Queue[int] = asyncio.Queue()
+        """A worker's number once for each message it may be sent now."""
         # The children's garbage collector would visit (and so copy, page by page) every object they inherit;
         # frozen, those stay shared with the parent. The parent unfreezes its own right after the forks.
         gc.freeze()
@@ -179,7 +197,9 @@ class WorkerProcesses:
                 child.close()
                 self.conns.append(parent)
                 self.processes.append(process)
-                self.idle.put_nowait(i)
+                self.turns.append(_Turns())
+                for _ in range(max(1, depth)):
+                    self.idle.put_nowait(i)
         finally:
             gc.unfreeze()
 
@@ -198,7 +218,7 @@ class WorkerProcesses:
         self.idle.put_nowait(-1)
 
     async def call(self, message: Callable[[int], Any]) -> Any:
-        """Send ``message(worker number)`` to the next idle worker; its reply (its exception raised here)."""
+        """Send ``message(worker number)`` to the next worker with room; its reply (its exception raised here)."""
         worker = await self._idle()
         try:
             return await self._ask(worker, message(worker))
@@ -206,28 +226,38 @@ class WorkerProcesses:
             self.idle.put_nowait(worker)
 
     async def broadcast(self, message: Any) -> list[Any]:
-        """Send ``message`` to every worker (each once it is idle); their replies, in worker order."""
-        workers: list[int] = []
+        """Send ``message`` to every worker (each once it has room: after the messages it was sent before);
+        their replies, in worker order."""
+        taken: list[int] = []  # a worker's second turn is held too until every worker has given one
         try:
-            for _ in self.processes:
-                workers.append(await self._idle())
+            while len(set(taken)) < len(self.processes):
+                taken.append(await self._idle())
         except BaseException:
-            for worker in workers:
+            for worker in taken:
                 self.idle.put_nowait(worker)
             raise
         try:
-            replies = await asyncio.gather(*(self._ask(w, message) for w in sorted(workers)))
+            replies = await asyncio.gather(*(self._ask(w, message) for w in range(len(self.processes))))
         finally:
-            for worker in workers:
+            for worker in taken:
                 self.idle.put_nowait(worker)
         return list(replies)
 
     async def _ask(self, worker: int, message: Any) -> Any:
-        conn = self.conns[worker]
+        conn, turns = self.conns[worker], self.turns[worker]
 
         def exchange() -> tuple[str, Any]:
-            conn.send(message)
-            reply: tuple[str, Any] = conn.recv()
+            with turns.sending:
+                conn.send(message)
+                ticket = turns.sent
+                turns.sent += 1
+            with turns.turn:
+                turns.turn.wait_for(lambda: turns.received == ticket)
+                try:
+                    reply: tuple[str, Any] = conn.recv()
+                finally:
+                    turns.received += 1
+                    turns.turn.notify_all()
             return reply
 
         try:
