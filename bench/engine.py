@@ -28,7 +28,9 @@ restore and the check); the memory target applies to both.
    page cache is dropped if this process may (``/proc/sys/vm/drop_caches``, root only), else the repository
    files are evicted with ``posix_fadvise(DONTNEED)`` (best effort, same for both), so both read the
    repository under the same conditions. Nothing is deleted between the two restores (ext4 makes creating
-   files right after deleting thousands slow: it skips recently freed inodes one by one).
+   files right after deleting thousands slow: it skips recently freed inodes one by one). How long creating
+   2000 empty files takes just before is reported (``create_2000_files_s``): above ~0.2 s the filesystem is
+   still busy with deletions made before the bench (a previous run's trees), and the restore ratio is low.
 5. *check_read_data*: ``restic check --read-data`` of restic's repository against the native
    :func:`~kubestash.engine.native.check.check` with ``read_data=True`` of the native one (each its own,
    same cache eviction first). ``restic check --read-data`` of the *native* repository is run as well, as a
@@ -194,6 +196,21 @@ def worker(args: list[str]) -> None:
     print(json.dumps(asyncio.run(main())))
 
 
+def creation_probe(folder: Path, count: int = 2000) -> float:
+    """Seconds to create ``count`` empty files in ``folder`` (kept: deleting them would slow the next creations).
+
+    Restores create thousands of files, and on ext4 without a journal (this project's VMs) creating a file
+    within minutes of deleting many others scans those "recently deleted" inodes one by one: the same
+    restore's file creations then cost several times their usual CPU, for restic and the native engine alike,
+    which pulls the ratio towards 1. Reported with the restore, so a run taken in that state shows it (quiet:
+    ~0.05 s; right after deleting a previous run's trees: 0.4-1.2 s)."""
+    folder.mkdir(parents=True)
+    started = time.perf_counter()
+    for i in range(count):
+        os.close(os.open(folder / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    return round(time.perf_counter() - started, 3)
+
+
 def change_files(root: Path, seed: int, fraction: float = 0.05) -> int:
     """Overwrite 4 KiB at a random offset in ``fraction`` of the files (seeded); how many were changed."""
     rng = random.Random(seed + 7)
@@ -356,8 +373,12 @@ def main() -> None:
                 return timed(["restic", "restore", "latest", "--target", str(target)], renv)
             return timed(worker_argv("restore", str(n_repo), str(target)), nenv)
 
+        probe = creation_probe(work / "creation-probe")
+        if probe > 0.2:
+            log(f"creating 2000 files took {probe} s: the filesystem is still busy with recent deletions")
         restored = pair("restore", size, *rounds(args.repeat, partial(restore, "restic"), partial(restore, "native")))
         restored["cache_eviction"] = ",".join(sorted(evictions))
+        restored["create_2000_files_s"] = probe
         log(f"check --read-data x{args.repeat}")
 
         def check(engine: str, i: int) -> Run:
