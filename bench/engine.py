@@ -299,8 +299,10 @@ def rounds(count: int, restic: Callable[[int], Run], native: Callable[[int], Run
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        from kubestash.cli.main import leave
+
         worker(sys.argv[2:])
-        return
+        leave(0)  # as the command line leaves: without the interpreter's finalization
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=1)
