@@ -180,7 +180,7 @@ def _echo_after(message: tuple[str, float]) -> tuple[str, int]:
 
 def test_pipelined_calls_get_their_own_replies() -> None:
     """With ``depth=2`` a worker is sent its next message while it works on the current one: every caller
-    still gets the reply to its own message, and a broadcast reaches each worker after what it was sent."""
+    still gets the reply to its own message."""
 
     async def scenario() -> None:
         procs = WorkerProcesses(2, _echo_after, depth=2)
@@ -191,6 +191,34 @@ def test_pipelined_calls_get_their_own_replies() -> None:
             assert [name for name, _ in replies] == [f"m{i}" for i in range(60)]
             assert {pid for _, pid in replies} == {p.pid for p in procs.processes}
             assert sorted(await procs.broadcast(("all", 0.0))) == sorted(("all", p.pid) for p in procs.processes)
+        finally:
+            await procs.close()
+
+    asyncio.run(scenario())
+
+
+_handled: list[str] = []
+
+
+def _record(message: str) -> list[str] | str:
+    if message == "handled":
+        return list(_handled)
+    time.sleep(0.02)
+    _handled.append(message)
+    return message
+
+
+def test_broadcast_comes_after_the_messages_sent_before() -> None:
+    """What the restore's ``drain`` relies on: a broadcast reaches a worker after every message it was sent
+    before, those already in its pipe included."""
+
+    async def scenario() -> None:
+        procs = WorkerProcesses(1, _record, depth=2)
+        try:
+            calls = [asyncio.create_task(procs.call(lambda worker, i=i: f"m{i}")) for i in range(4)]
+            await asyncio.sleep(0.01)  # m0 and m1 sent, m2 and m3 waiting for room
+            assert await procs.broadcast("handled") == [["m0", "m1", "m2", "m3"]]
+            assert await asyncio.gather(*calls) == ["m0", "m1", "m2", "m3"]
         finally:
             await procs.close()
 
