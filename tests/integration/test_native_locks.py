@@ -257,7 +257,13 @@ def test_refresh_replaces_the_lock_with_a_newer_one(repo: NativeRepository, repo
         async with locked(repo, exclusive=True, refresh_interval=0.3):
             (first,) = await list_locks(repo)
             await asyncio.sleep(1.0)
-            (later,) = await list_locks(repo)
+            # A refresh writes the new lock before it removes the old: a listing in between sees both.
+            for _ in range(50):
+                found = await list_locks(repo)
+                if len(found) == 1:
+                    break
+                await asyncio.sleep(0.02)
+            (later,) = found
             assert later.id != first.id and later.time > first.time and later.exclusive
             shown = await arestic(repo_path, "--no-lock", "cat", "lock", later.id)
             assert shown.returncode == 0, shown.stderr.decode()

@@ -124,6 +124,12 @@ INLINE_READ_BYTES = 4 * 1024 * 1024
 rest go out in batches, so one directory of large files still keeps every worker busy."""
 DIR_CONCURRENCY = 8
 """Subdirectories of one directory walked at the same time (see ``_Backup.directory``)."""
+WORKER_DEPTH = 2
+"""Messages (directory scans, batches of files) a worker process holds at once: the next waits in its pipe
+while it works, instead of the worker waiting for the parent's event loop to get round to it after each reply
+(1 GiB bench set, alternating pairs: unchanged incremental 0.26 → 0.23 s of backup, 5 %-changed 0.59 → 0.52 s,
+the first backup unchanged). Each message carries the blob ids other workers stored since the worker's
+previous one, so a message queued earlier knows a little less: no extra blob was stored in those runs."""
 COMPRESSION_LEVEL = 1
 INDEX_MAX_BLOBS = 50_000
 ADDED_TRIM = 50_000
@@ -734,7 +740,7 @@ class _Backup:
             preload_chunker()  # imported once here, not once per worker after the fork
             store, excludes = self.repo.store, self.excludes
             handler = _ProcessShared(self.repo, store, self.pack_size, self.compression_level, excludes)
-            self.procs = WorkerProcesses(self.workers, handler.handle, name="native-backup")
+            self.procs = WorkerProcesses(self.workers, handler.handle, name="native-backup", depth=WORKER_DEPTH)
             self.cursors = [0] * len(self.procs)
         return self.procs
 
