@@ -34,8 +34,8 @@ them ~1 CPU-second of kernel time (``copy_folio_from_iter_atomic``), a fifth of 
 restore would crowd out the page cache of the applications next to it. A file with such blobs is preallocated
 (``fallocate``) by the worker that creates it, so the other worker's writes into it need not wait for the
 device. A worker's last writes may still be under way when it reports a pack done: the files written so get
-their metadata after the last batch, once every worker has waited for its writes (``drain``), so no write
-lands after the mtime is set.
+their metadata once every worker has waited for its writes (``drain``: after the last batch, or whenever
+:data:`BATCH_FILES` such files wait), so no write lands after the mtime is set.
 
 Include/exclude patterns are a subset of restic's (``internal/filter``): a pattern is split at ``/`` and
 matched component by component with :func:`fnmatch.fnmatchcase` (``*``, ``?``, ``[...]`` never cross a
@@ -62,7 +62,7 @@ import os
 import stat as stat_mod
 import threading
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -382,13 +382,9 @@ async def _write_in_threads(
         async with limit:
             await _restore_from_pack(repo, pack_id, blobs, written, files, executor)
 
-    tasks = [asyncio.create_task(one_pack(pack_id, blobs)) for pack_id, blobs in writes.items()]
     try:
-        await asyncio.gather(*tasks)
+        await _all(one_pack(pack_id, blobs) for pack_id, blobs in writes.items())
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         files.close()
         executor.shutdown(wait=False, cancel_futures=True)
     await asyncio.to_thread(_finish_files, batch, as_root, {})
@@ -624,13 +620,7 @@ async def _write_in_processes(
         direct.update(wrote_direct)
         written(done)
 
-    tasks = [asyncio.create_task(one_pack(pack_id, blobs)) for pack_id, blobs in writes.items()]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await _all(one_pack(pack_id, blobs) for pack_id, blobs in writes.items())
     now = [(path, meta) for path, meta in batch if path not in direct]
     processes.late += [(path, meta) for path, meta in batch if path in direct]
     processes.late_existed.update((path, sizes[path]) for path in existed if path in direct)
@@ -649,7 +639,13 @@ async def _finish_in_processes(
         return lambda _worker: message
 
     size = max(1, -(-len(files) // len(procs)))
-    tasks = [asyncio.create_task(procs.call(finish(files[at : at + size]))) for at in range(0, len(files), size)]
+    await _all(procs.call(finish(files[at : at + size])) for at in range(0, len(files), size))
+
+
+async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coroutines`` as tasks; the first failure is raised once the others are cancelled and done (unlike
+    ``TaskGroup``, not wrapped in an exception group: callers see the :class:`IntegrityError` itself)."""
+    tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
     try:
         await asyncio.gather(*tasks)
     finally:
