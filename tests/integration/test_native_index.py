@@ -30,7 +30,7 @@ from kubestash.engine.native.pack import IntegrityError, PackedBlob
 from kubestash.engine.native.prune import forget, prune
 from kubestash.engine.native.repository import NativeRepository
 from kubestash.engine.native.restore import restore
-from kubestash.engine.native.store import LocalStore
+from kubestash.engine.native.store import LocalStore, StoreError
 from restic_helpers import PASSWORD, describe, make_tree, restic_output, restored_at
 
 T = TypeVar("T")
@@ -275,7 +275,7 @@ OPEN_AND_DESCRIBE = """
 import asyncio, json, sys
 from pathlib import Path
 from kubestash.engine.native.repository import NativeRepository
-from kubestash.engine.native.store import LocalStore
+from kubestash.engine.native.store import LocalStore, StoreError
 repo = asyncio.run(NativeRepository.open(LocalStore(Path(sys.argv[1])), sys.argv[2]))
 print(json.dumps({"length": len(repo.index), "files": sorted(repo.index.files), "kind": type(repo.index).__name__}))
 """
@@ -367,3 +367,39 @@ def test_an_authentic_index_file_that_is_not_an_index_is_named(
     run(LocalStore(repo).put(f"index/{name}", data))
     with pytest.raises(IntegrityError, match=f"index/{name}: not a valid index file"):
         open_repo(repo, monkeypatch, mode)
+
+
+class _StaleListing(LocalStore):
+    """The first listing of ``index/`` also names a file that is gone by the time it is read (``always``: every
+    listing does), as when a prune replaces the index files while the repository is being opened."""
+
+    def __init__(self, root: Path, *, always: bool = False) -> None:
+        super().__init__(root)
+        self.always = always
+        self.listings = 0
+
+    async def list(self, kind: str) -> list[str]:
+        names = await super().list(kind)
+        if kind == "index":
+            self.listings += 1
+            if self.always or self.listings == 1:
+                names = [*names, "ab" * 32]
+        return names
+
+
+def test_index_file_removed_while_opening_is_read_past(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"content " * 100)
+
+    async def scenario() -> None:
+        repo = await init_repository(LocalStore(tmp_path / "repo"), PASSWORD, kdf=CHEAP)
+        await backup(repo, [str(tmp_path / "src")])
+        stale = _StaleListing(tmp_path / "repo")
+        opened = await NativeRepository.open(stale, PASSWORD)
+        await opened.refresh()  # what a session does once it holds its lock
+        assert stale.listings == 2 and len(opened.index) == len(repo.index) > 0
+        broken = await NativeRepository.open(_StaleListing(tmp_path / "repo", always=True), PASSWORD)
+        with pytest.raises(StoreError, match="ab" * 32):  # still listed, still unreadable: an error
+            await broken.refresh()
+
+    run(scenario())

@@ -214,6 +214,8 @@ class NativeEngine:
                             if not await native_lock.remove_locks(repo):
                                 raise
                             await stack.enter_async_context(native_lock.locked(repo, exclusive=lock))
+                        # The index was read before the lock: a prune that finished in between replaced it.
+                        await repo.refresh()
                         yield repo
         except TimeoutError:
             if deadline.expired():

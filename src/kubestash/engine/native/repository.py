@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from kubestash.engine.native.aio import run_all
 from kubestash.engine.native.crypto import CryptoError, Key, open_key_file
 from kubestash.engine.native.files import load_json
 from kubestash.engine.native.index import (
@@ -31,12 +32,15 @@ from kubestash.engine.native.index import (
     memory_limit_bytes,
 )
 from kubestash.engine.native.pack import BlobType, IntegrityError, PackedBlob, decode_blob
-from kubestash.engine.native.store import Store, list_sizes, path_of
+from kubestash.engine.native.store import Store, StoreError, list_sizes, path_of
 from kubestash.engine.native.tree import Node, node_from_json
 
 log = logging.getLogger(__name__)
 
 _READ_CONCURRENCY = 8
+REFRESH_ATTEMPTS = 3
+"""Index listings a refresh reads through when index files vanish between the listing and the read (a prune
+replacing them: the index is read before any lock is taken, as it is to open a repository)."""
 T = TypeVar("T")
 
 
@@ -181,8 +185,21 @@ class NativeRepository:
         memory, a removed file (a prune rewrote the index) means loading all again, into a new index that
         replaces the old once complete, so a lookup never finds the index half loaded. On disk, each file is
         added in one transaction, and removed files are forgotten after the new ones are in."""
-        if names is None:
-            names = set(await self.store.list("index"))
+        listed = names if names is not None else set(await self.store.list("index"))
+        for _ in range(REFRESH_ATTEMPTS - 1):
+            try:
+                await self._catch_up(listed)
+                return
+            except StoreError:
+                # Listed, then gone before it was read: a prune (holding its lock) replaced the index files.
+                # Anything else -- a file still listed but unreadable -- is raised.
+                again = set(await self.store.list("index"))
+                if listed <= again:
+                    raise
+                listed = again
+        await self._catch_up(listed)
+
+    async def _catch_up(self, names: set[str]) -> None:
         index = self.index
         known = index.files
         gone = known - names
@@ -214,7 +231,7 @@ class NativeRepository:
                 async with parsing:
                     await asyncio.to_thread(add, name, data)
 
-        await asyncio.gather(*(one(name) for name in names))
+        await run_all(one(name) for name in names)
 
     async def _load_all(self, kind: str, names: list[str]) -> list[Any]:
         limit = asyncio.Semaphore(_READ_CONCURRENCY)

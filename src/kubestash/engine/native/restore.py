@@ -62,13 +62,14 @@ import os
 import stat as stat_mod
 import threading
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+from kubestash.engine.native.aio import run_all
 from kubestash.engine.native.crypto import Key
 from kubestash.engine.native.direct_io import DirectRanges, preallocate, pwrite_all
 from kubestash.engine.native.pack import IntegrityError, PackedBlob, decode_blob, read_runs
@@ -383,7 +384,7 @@ async def _write_in_threads(
             await _restore_from_pack(repo, pack_id, blobs, written, files, executor)
 
     try:
-        await _all(one_pack(pack_id, blobs) for pack_id, blobs in writes.items())
+        await run_all(one_pack(pack_id, blobs) for pack_id, blobs in writes.items())
     finally:
         files.close()
         executor.shutdown(wait=False, cancel_futures=True)
@@ -620,7 +621,7 @@ async def _write_in_processes(
         direct.update(wrote_direct)
         written(done)
 
-    await _all(one_pack(pack_id, blobs) for pack_id, blobs in writes.items())
+    await run_all(one_pack(pack_id, blobs) for pack_id, blobs in writes.items())
     now = [(path, meta) for path, meta in batch if path not in direct]
     processes.late += [(path, meta) for path, meta in batch if path in direct]
     processes.late_existed.update((path, sizes[path]) for path in existed if path in direct)
@@ -639,19 +640,7 @@ async def _finish_in_processes(
         return lambda _worker: message
 
     size = max(1, -(-len(files) // len(procs)))
-    await _all(procs.call(finish(files[at : at + size])) for at in range(0, len(files), size))
-
-
-async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
-    """Run ``coroutines`` as tasks; the first failure is raised once the others are cancelled and done (unlike
-    ``TaskGroup``, not wrapped in an exception group: callers see the :class:`IntegrityError` itself)."""
-    tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await run_all(procs.call(finish(files[at : at + size])) for at in range(0, len(files), size))
 
 
 class _Processes:
